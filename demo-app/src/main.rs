@@ -1,0 +1,1 @@
+fn main() { println!("demo-app: placeholder until the demo issue"); }

@@ -1,0 +1,2 @@
+//! hotreload runtime (being written).
+pub mod protocol;

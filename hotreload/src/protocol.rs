@@ -1,0 +1,124 @@
+//! Messages between the runtime's agent (in the app) and `hotpatch` (the patcher).
+//!
+//! Both sides use these types, so they cannot drift apart. The wire format is one JSON
+//! object per line over the Unix socket named by [`SOCKET_ENV`]: easy to log and debug,
+//! and patches are rare and small compared to what JSON costs.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, BufRead, Write};
+
+/// Environment variable through which `hotpatch run` tells the app where to connect.
+/// When it is absent the runtime starts no thread and opens nothing.
+pub const SOCKET_ENV: &str = "HOTPATCH_SOCKET";
+
+/// Bumped whenever a message changes shape; the patcher refuses a peer with another version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One `#[hotreload]` slot as the running program sees it. Addresses are runtime addresses
+/// in the app's address space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    /// Path of the annotated function, e.g. `demo_app::physics::step` or `<demo_app::Ball>::draw`.
+    pub path: String,
+    /// Hash of the normalised signature; a patch must target a slot with the same one.
+    pub fingerprint: u64,
+    /// Address of the slot itself (the atomic pointer the visible function calls through).
+    pub slot: u64,
+    /// Address of the implementation the program was built with.
+    pub original: u64,
+    /// Address the slot points at right now.
+    pub current: u64,
+}
+
+/// Sent by the app once, right after connecting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u32,
+    pub pid: u32,
+    /// Hex of the executable's GNU build-id: a patch built for another executable is refused.
+    pub build_id: String,
+    /// Runtime address of the executable's ELF header (`__ehdr_start`): the load bias.
+    pub image_base: u64,
+    pub exe: String,
+    pub slots: Vec<SlotInfo>,
+}
+
+/// One slot to rewire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotUpdate {
+    /// Runtime address of the slot (as announced in [`Hello`]).
+    pub slot: u64,
+    /// Fingerprint the patch was built for; must equal the slot's.
+    pub fingerprint: u64,
+    /// Runtime address of the new implementation.
+    pub target: u64,
+}
+
+/// Sent by the patcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Request {
+    /// Rewire these slots as one patch; answered by [`Reply::Applied`] or [`Reply::Refused`].
+    Apply { id: u64, updates: Vec<SlotUpdate> },
+}
+
+/// Sent by the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Reply {
+    Hello(Hello),
+    /// The patch is live; `generation` is the number of patches applied so far.
+    Applied { id: u64, generation: u64 },
+    /// Nothing was changed; `reason` says why.
+    Refused { id: u64, reason: String },
+}
+
+/// Writes one message as a JSON line and flushes it.
+pub fn send<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
+    let mut line = serde_json::to_vec(message)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.flush()
+}
+
+/// Reads one JSON-line message; `Ok(None)` at end of stream.
+pub fn receive<T: for<'de> Deserialize<'de>>(input: &mut impl BufRead) -> io::Result<Option<T>> {
+    let mut line = String::new();
+    if input.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad message {line:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_as_json_lines() {
+        let request = Request::Apply {
+            id: 7,
+            updates: vec![SlotUpdate { slot: 1, fingerprint: 2, target: 3 }],
+        };
+        let mut wire = Vec::new();
+        send(&mut wire, &request).unwrap();
+        send(&mut wire, &Reply::Applied { id: 7, generation: 1 }).unwrap();
+        assert_eq!(wire.iter().filter(|&&b| b == b'\n').count(), 2);
+        let mut input = io::BufReader::new(&wire[..]);
+        assert_eq!(receive::<Request>(&mut input).unwrap(), Some(request));
+        assert_eq!(
+            receive::<Reply>(&mut input).unwrap(),
+            Some(Reply::Applied { id: 7, generation: 1 })
+        );
+        assert_eq!(receive::<Reply>(&mut input).unwrap(), None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut input = io::BufReader::new(&b"{not json\n"[..]);
+        let err = receive::<Request>(&mut input).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,1 @@
+//! Linker shim (filled in by the capture issue).

@@ -1,0 +1,2 @@
+//! The hotpatch library.
+pub use hotreload::protocol;
