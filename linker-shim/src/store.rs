@@ -1,0 +1,481 @@
+//! The revision store under `<target-dir>/hotpatch/`: one directory per link, written
+//! atomically, pruned automatically, with pins that protect a running session's base.
+//!
+//! ```text
+//! <target-dir>/hotpatch/
+//!   cargo/                      cargo's target dir for `hotpatch build` (never the user's)
+//!   revisions/<id>/revision.json + objects/NNN-<name>.o
+//!   revisions/.tmp-<id>/        a link in progress (renamed to <id> when complete)
+//!   rustc/<package>--<crate>--<bin|lib>.json   latest rustc invocation per workspace crate
+//!   pins/<id>@<pid>             revision <id> is the base of the session in process <pid>
+//! ```
+
+use crate::error::{Context, Error, Result};
+use crate::invocation::RustcInvocation;
+use crate::revision::{objects_dir, CapturedObject, Revision, RevisionId, TargetKey, RECORD_FILE};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// How many revisions of each target survive pruning, on top of the pinned ones.
+pub const KEEP_PER_TARGET: usize = 4;
+
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// Handle on a store directory. Cheap to create; touches the disk only when used.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// The store of a cargo target directory (`<target-dir>/hotpatch`).
+    pub fn for_target_dir(target_dir: &Path) -> Self {
+        Store::open(target_dir.join("hotpatch"))
+    }
+
+    /// A store rooted exactly at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Self {
+        Store { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Cargo's target directory for builds through hotpatch, so that their different flags
+    /// never invalidate the user's own `cargo build`.
+    pub fn cargo_target_dir(&self) -> PathBuf {
+        self.root.join("cargo")
+    }
+
+    fn revisions_dir(&self) -> PathBuf {
+        self.root.join("revisions")
+    }
+
+    fn rustc_dir(&self) -> PathBuf {
+        self.root.join("rustc")
+    }
+
+    fn pins_dir(&self) -> PathBuf {
+        self.root.join("pins")
+    }
+
+    /// Every complete revision, oldest first.
+    pub fn list(&self) -> Result<Vec<Revision>> {
+        let mut revisions = Vec::new();
+        for id in self.revision_ids()? {
+            revisions.push(self.load(&id)?);
+        }
+        Ok(revisions)
+    }
+
+    /// The revisions of one target, oldest first.
+    pub fn list_for(&self, target: &TargetKey) -> Result<Vec<Revision>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|revision| &revision.target == target)
+            .collect())
+    }
+
+    /// The most recent revision of `target`, if any.
+    pub fn latest(&self, target: &TargetKey) -> Result<Option<Revision>> {
+        Ok(self.list_for(target)?.pop())
+    }
+
+    /// Reads one revision.
+    pub fn load(&self, id: &RevisionId) -> Result<Revision> {
+        let dir = self.revisions_dir().join(id.as_str());
+        let record = dir.join(RECORD_FILE);
+        let text = fs::read_to_string(&record).map_err(|e| {
+            Error::new(format!(
+                "revision {id} is not in the store {} ({e}); `hotpatch revisions` lists what it holds",
+                self.root.display()
+            ))
+        })?;
+        let mut revision: Revision = serde_json::from_str(&text)
+            .context(|| format!("could not parse {}", record.display()))?;
+        revision.dir = dir;
+        Ok(revision)
+    }
+
+    fn revision_ids(&self) -> Result<Vec<RevisionId>> {
+        let mut ids: Vec<RevisionId> = read_dir_names(&self.revisions_dir())?
+            .iter()
+            .filter_map(|name| RevisionId::parse(name))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Starts writing revision `id` in a temporary directory; nothing is visible in the
+    /// store until [`RevisionWriter::commit`].
+    pub fn begin(&self, id: RevisionId) -> Result<RevisionWriter> {
+        let temp_dir = self.revisions_dir().join(format!("{TEMP_PREFIX}{id}"));
+        fs::create_dir_all(objects_dir(&temp_dir)).context(|| {
+            format!(
+                "could not create the revision directory {}",
+                temp_dir.display()
+            )
+        })?;
+        Ok(RevisionWriter {
+            store: self.clone(),
+            id,
+            temp_dir,
+            objects: Vec::new(),
+            committed: false,
+        })
+    }
+
+    /// Protects revision `id` from pruning for as long as the current process lives
+    /// (a session pins its base revision; a crashed session's pins lapse by themselves).
+    pub fn pin(&self, id: &RevisionId) -> Result<()> {
+        self.load(id)?;
+        let path = self.pin_path(id);
+        fs::create_dir_all(self.pins_dir())
+            .context(|| format!("could not create {}", self.pins_dir().display()))?;
+        fs::write(&path, b"").context(|| format!("could not write the pin {}", path.display()))
+    }
+
+    /// Removes the current process's pin of `id` (no error if there was none).
+    pub fn unpin(&self, id: &RevisionId) -> Result<()> {
+        let path = self.pin_path(id);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::new(format!(
+                "could not remove the pin {}: {e}",
+                path.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn pin_path(&self, id: &RevisionId) -> PathBuf {
+        self.pins_dir().join(format!("{id}@{}", std::process::id()))
+    }
+
+    /// Revisions pinned by a live process. Pins of processes that are gone are deleted.
+    pub fn pinned(&self) -> Result<BTreeSet<RevisionId>> {
+        let mut pinned = BTreeSet::new();
+        for name in read_dir_names(&self.pins_dir())? {
+            let Some((id, pid)) = name.rsplit_once('@') else {
+                continue;
+            };
+            if process_is_alive(pid) {
+                pinned.extend(RevisionId::parse(id));
+            } else {
+                let _ = fs::remove_file(self.pins_dir().join(&name));
+            }
+        }
+        Ok(pinned)
+    }
+
+    /// Deletes old revisions of `target` (keeping the newest [`KEEP_PER_TARGET`] and every
+    /// pinned one) and temporary directories left by links that were killed.
+    pub fn prune(&self, target: &TargetKey) -> Result<()> {
+        let pinned = self.pinned()?;
+        let revisions = self.list_for(target)?;
+        let surplus = revisions.len().saturating_sub(KEEP_PER_TARGET);
+        for revision in revisions
+            .iter()
+            .take(surplus)
+            .filter(|revision| !pinned.contains(&revision.id))
+        {
+            remove_dir(&revision.dir)?;
+        }
+        for name in read_dir_names(&self.revisions_dir())? {
+            let abandoned = name
+                .strip_prefix(TEMP_PREFIX)
+                .and_then(|id| id.rsplit_once('-'))
+                .is_some_and(|(_, pid)| !process_is_alive(pid));
+            if abandoned {
+                remove_dir(&self.revisions_dir().join(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the latest compiler invocation of a workspace crate.
+    pub fn record_invocation(&self, invocation: &RustcInvocation) -> Result<()> {
+        write_json_atomically(
+            &self.rustc_dir().join(format!("{}.json", invocation.key())),
+            invocation,
+        )
+    }
+
+    /// The latest compiler invocation of every workspace crate built through hotpatch.
+    pub fn invocations(&self) -> Result<Vec<RustcInvocation>> {
+        let mut invocations = Vec::new();
+        for name in read_dir_names(&self.rustc_dir())? {
+            if name.ends_with(".json") {
+                let path = self.rustc_dir().join(name);
+                let text = fs::read_to_string(&path)
+                    .context(|| format!("could not read {}", path.display()))?;
+                invocations.push(
+                    serde_json::from_str(&text)
+                        .context(|| format!("could not parse {}", path.display()))?,
+                );
+            }
+        }
+        Ok(invocations)
+    }
+}
+
+/// A revision being written. Dropping it without [`commit`](Self::commit) deletes it.
+#[derive(Debug)]
+pub struct RevisionWriter {
+    store: Store,
+    id: RevisionId,
+    temp_dir: PathBuf,
+    objects: Vec<CapturedObject>,
+    committed: bool,
+}
+
+/// What the linker shim learned about one link, apart from the objects.
+#[derive(Debug, Clone)]
+pub struct RevisionRecord {
+    pub target: TargetKey,
+    pub capture_only: bool,
+    pub link_line: crate::LinkLine,
+    pub exe: Option<PathBuf>,
+    pub build_id: Option<String>,
+    pub rustc: Option<RustcInvocation>,
+}
+
+impl RevisionWriter {
+    pub fn id(&self) -> &RevisionId {
+        &self.id
+    }
+
+    /// Copies one object file into the revision.
+    pub fn copy_object(&mut self, original: &Path) -> Result<()> {
+        let file_name = original
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let stored = format!("{:03}-{file_name}", self.objects.len());
+        let destination = objects_dir(&self.temp_dir).join(&stored);
+        fs::copy(original, &destination).context(|| {
+            format!(
+                "could not copy {} into {}",
+                original.display(),
+                destination.display()
+            )
+        })?;
+        self.objects.push(CapturedObject {
+            original: original.to_owned(),
+            stored,
+        });
+        Ok(())
+    }
+
+    /// Writes `revision.json` and makes the revision visible in one rename, then prunes
+    /// older revisions of the same target.
+    pub fn commit(mut self, record: RevisionRecord) -> Result<Revision> {
+        let final_dir = self.store.revisions_dir().join(self.id.as_str());
+        let mut revision = Revision {
+            id: self.id.clone(),
+            created_unix_ms: crate::now_unix_ms(),
+            target: record.target,
+            capture_only: record.capture_only,
+            link_line: record.link_line,
+            objects: std::mem::take(&mut self.objects),
+            exe: record.exe,
+            build_id: record.build_id,
+            rustc: record.rustc,
+            dir: final_dir.clone(),
+        };
+        write_json_atomically(&self.temp_dir.join(RECORD_FILE), &revision)?;
+        fs::rename(&self.temp_dir, &final_dir).context(|| {
+            format!(
+                "could not move {} to {}",
+                self.temp_dir.display(),
+                final_dir.display()
+            )
+        })?;
+        self.committed = true;
+        self.store.prune(&revision.target)?;
+        revision.dir = final_dir;
+        Ok(revision)
+    }
+}
+
+impl Drop for RevisionWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.temp_dir);
+        }
+    }
+}
+
+fn write_json_atomically(path: &Path, value: &impl Serialize) -> Result<()> {
+    let dir = path.parent().expect("store files live in a directory");
+    fs::create_dir_all(dir).context(|| format!("could not create {}", dir.display()))?;
+    let temp = dir.join(format!(
+        ".{}.{}",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
+    let json = serde_json::to_vec_pretty(value).expect("store records serialise");
+    fs::write(&temp, json).context(|| format!("could not write {}", temp.display()))?;
+    fs::rename(&temp, path)
+        .context(|| format!("could not move {} to {}", temp.display(), path.display()))
+}
+
+/// File names in `dir`; an absent directory has none.
+fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
+    match fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::new(format!("could not list {}: {e}", dir.display()))),
+        Ok(entries) => Ok(entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()),
+    }
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::new(format!(
+            "could not delete {}: {e}",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn process_is_alive(pid: &str) -> bool {
+    pid.parse::<u32>()
+        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revision::TargetKind;
+    use crate::{CargoLinkEnv, LinkLine};
+
+    fn target(name: &str) -> TargetKey {
+        TargetKey {
+            package: name.into(),
+            kind: TargetKind::Bin,
+            name: name.into(),
+            profile: "dev".into(),
+        }
+    }
+
+    fn record(target: TargetKey) -> RevisionRecord {
+        RevisionRecord {
+            target,
+            capture_only: false,
+            link_line: LinkLine {
+                linker: "cc".into(),
+                args: vec![],
+                cwd: "/".into(),
+                cargo: CargoLinkEnv::default(),
+            },
+            exe: None,
+            build_id: Some("abcd".into()),
+            rustc: None,
+        }
+    }
+
+    fn commit(store: &Store, millis: u64, target: TargetKey) -> Revision {
+        let id = RevisionId::parse(&format!("{millis:013}-{}", std::process::id())).unwrap();
+        store.begin(id).unwrap().commit(record(target)).unwrap()
+    }
+
+    #[test]
+    fn committed_revision_loads_with_its_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_target_dir(dir.path());
+        let object = dir.path().join("a.rcgu.o");
+        fs::write(&object, b"bytes").unwrap();
+        let mut writer = store.begin(RevisionId::new_now()).unwrap();
+        writer.copy_object(&object).unwrap();
+        let revision = writer.commit(record(target("app"))).unwrap();
+        let loaded = store.load(&revision.id).unwrap();
+        assert_eq!(loaded, revision);
+        assert_eq!(fs::read(&loaded.object_paths()[0]).unwrap(), b"bytes");
+        assert_eq!(
+            store.latest(&target("app")).unwrap().unwrap().id,
+            revision.id
+        );
+        assert!(store.latest(&target("other")).unwrap().is_none());
+    }
+
+    #[test]
+    fn abandoned_writer_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_target_dir(dir.path());
+        drop(store.begin(RevisionId::new_now()).unwrap());
+        assert!(store.list().unwrap().is_empty());
+        assert!(read_dir_names(&store.revisions_dir()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_and_the_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_target_dir(dir.path());
+        let first = commit(&store, 1, target("app"));
+        store.pin(&first.id).unwrap();
+        let other = commit(&store, 2, target("other"));
+        let app: Vec<_> = (3..10)
+            .map(|millis| commit(&store, millis, target("app")))
+            .collect();
+        let kept: Vec<_> = store
+            .list_for(&target("app"))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let mut expected = vec![first.id.clone()];
+        expected.extend(
+            app[app.len() - KEEP_PER_TARGET..]
+                .iter()
+                .map(|r| r.id.clone()),
+        );
+        assert_eq!(kept, expected);
+        assert!(
+            store.load(&other.id).is_ok(),
+            "other targets are pruned separately"
+        );
+
+        store.unpin(&first.id).unwrap();
+        store.prune(&target("app")).unwrap();
+        assert!(store.load(&first.id).is_err());
+    }
+
+    #[test]
+    fn pins_of_dead_processes_lapse() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_target_dir(dir.path());
+        let revision = commit(&store, 1, target("app"));
+        fs::create_dir_all(store.pins_dir()).unwrap();
+        fs::write(
+            store
+                .pins_dir()
+                .join(format!("{}@{}", revision.id, u32::MAX)),
+            b"",
+        )
+        .unwrap();
+        assert!(store.pinned().unwrap().is_empty());
+        store.pin(&revision.id).unwrap();
+        assert_eq!(
+            store.pinned().unwrap().into_iter().collect::<Vec<_>>(),
+            [revision.id]
+        );
+    }
+
+    #[test]
+    fn loading_a_missing_revision_says_where_it_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_target_dir(dir.path());
+        let err = store.load(&RevisionId::parse("1-1").unwrap()).unwrap_err();
+        assert!(
+            err.message().contains("revision 1-1 is not in the store"),
+            "{err}"
+        );
+    }
+}
