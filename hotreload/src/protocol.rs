@@ -37,8 +37,8 @@ pub struct Hello {
     pub pid: u32,
     /// Hex of the executable's GNU build-id: a patch built for another executable is refused.
     pub build_id: String,
-    /// Runtime address of the executable's ELF header (`__ehdr_start`): the load bias.
-    pub image_base: u64,
+    /// What the loader added to the executable's link-time addresses (its ASLR offset).
+    pub load_bias: u64,
     pub exe: String,
     pub slots: Vec<SlotInfo>,
 }
@@ -68,9 +68,15 @@ pub enum Request {
 pub enum Reply {
     Hello(Hello),
     /// The patch is live; `generation` is the number of patches applied so far.
-    Applied { id: u64, generation: u64 },
+    Applied {
+        id: u64,
+        generation: u64,
+    },
     /// Nothing was changed; `reason` says why.
-    Refused { id: u64, reason: String },
+    Refused {
+        id: u64,
+        reason: String,
+    },
 }
 
 /// Writes one message as a JSON line and flushes it.
@@ -87,9 +93,12 @@ pub fn receive<T: for<'de> Deserialize<'de>>(input: &mut impl BufRead) -> io::Re
     if input.read_line(&mut line)? == 0 {
         return Ok(None);
     }
-    serde_json::from_str(&line)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad message {line:?}: {e}")))
+    serde_json::from_str(&line).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad message {line:?}: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -100,17 +109,31 @@ mod tests {
     fn messages_round_trip_as_json_lines() {
         let request = Request::Apply {
             id: 7,
-            updates: vec![SlotUpdate { slot: 1, fingerprint: 2, target: 3 }],
+            updates: vec![SlotUpdate {
+                slot: 1,
+                fingerprint: 2,
+                target: 3,
+            }],
         };
         let mut wire = Vec::new();
         send(&mut wire, &request).unwrap();
-        send(&mut wire, &Reply::Applied { id: 7, generation: 1 }).unwrap();
+        send(
+            &mut wire,
+            &Reply::Applied {
+                id: 7,
+                generation: 1,
+            },
+        )
+        .unwrap();
         assert_eq!(wire.iter().filter(|&&b| b == b'\n').count(), 2);
         let mut input = io::BufReader::new(&wire[..]);
         assert_eq!(receive::<Request>(&mut input).unwrap(), Some(request));
         assert_eq!(
             receive::<Reply>(&mut input).unwrap(),
-            Some(Reply::Applied { id: 7, generation: 1 })
+            Some(Reply::Applied {
+                id: 7,
+                generation: 1
+            })
         );
         assert_eq!(receive::<Reply>(&mut input).unwrap(), None);
     }

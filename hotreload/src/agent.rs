@@ -1,0 +1,91 @@
+//! The agent: a background thread that receives patches from `hotpatch run`.
+//!
+//! It starts before `main` (from `.init_array`, so apps need no init call) and only when
+//! [`SOCKET_ENV`] names a socket; otherwise no thread is started and nothing is opened.
+
+use crate::identity;
+use crate::patching::apply_in_mode;
+use crate::protocol::{
+    receive, send, Hello, Reply, Request, SlotInfo, PROTOCOL_VERSION, SOCKET_ENV,
+};
+use crate::slot::slots;
+use std::io::{self, BufReader};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// Run by the loader before `main`, like a C constructor.
+#[used]
+#[link_section = ".init_array"]
+static START_AGENT: extern "C" fn() = start_agent_if_asked;
+
+extern "C" fn start_agent_if_asked() {
+    let Some(socket) = std::env::var_os(SOCKET_ENV) else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("hotreload-agent".into())
+        .spawn(move || {
+            if let Err(error) = serve(Path::new(&socket)) {
+                eprintln!(
+                    "hotreload: no hot patching for this run: {}: {error}",
+                    Path::new(&socket).display()
+                );
+            }
+        });
+    if let Err(error) = spawned {
+        eprintln!("hotreload: could not start the agent thread: {error}");
+    }
+}
+
+/// Connects, says hello, then applies each patch and answers it until the socket closes.
+fn serve(socket: &Path) -> io::Result<()> {
+    let stream = UnixStream::connect(socket)?;
+    let mut requests = BufReader::new(stream.try_clone()?);
+    let mut replies = stream;
+    send(&mut replies, &Reply::Hello(hello()))?;
+    loop {
+        let request = match receive::<Request>(&mut requests) {
+            Ok(Some(request)) => request,
+            Ok(None) => return Ok(()), // hotpatch went away: keep running, unpatched from now on
+            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                eprintln!("hotreload: ignoring a malformed request: {error}");
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        let reply = match request {
+            Request::Apply { id, updates } => match apply_in_mode(updates) {
+                Ok(generation) => Reply::Applied { id, generation },
+                Err(error) => Reply::Refused {
+                    id,
+                    reason: error.to_string(),
+                },
+            },
+        };
+        send(&mut replies, &reply)?;
+    }
+}
+
+/// Everything the patcher needs to know about this process.
+pub fn hello() -> Hello {
+    let executable = identity::executable();
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        build_id: executable.build_id,
+        load_bias: executable.load_bias,
+        exe: std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        slots: slots()
+            .iter()
+            .map(|entry| SlotInfo {
+                path: entry.path.to_string(),
+                fingerprint: entry.fingerprint,
+                slot: entry.slot.address() as u64,
+                original: entry.original.get() as u64,
+                current: entry.slot.current() as u64,
+            })
+            .collect(),
+    }
+}

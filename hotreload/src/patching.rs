@@ -1,0 +1,235 @@
+//! Applying patches: validation, atomic publication, modes and safe points, callbacks.
+//!
+//! A patch is a table of (slot, new address) pairs. It is checked whole before any slot
+//! moves, so it is applied completely or not at all. Each slot store is atomic (Release):
+//! a concurrent caller runs the old or the new function, never garbage, and a thread already
+//! inside the old function finishes it there. In [`Mode::SafePoint`] the table is applied
+//! only inside [`safe_point`], on the app's thread, so no slot changes between two safe points.
+
+use crate::protocol::SlotUpdate;
+use crate::slot::{slot_at, SlotEntry};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+
+/// When queued patches take effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// As soon as they arrive, from the agent thread (the default).
+    Immediate,
+    /// Only inside [`safe_point`], on the thread that calls it.
+    SafePoint,
+}
+
+static MODE: AtomicU8 = AtomicU8::new(0);
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Serialises applies, so two patches never interleave their slot stores.
+static APPLY_LOCK: Mutex<()> = Mutex::new(());
+
+/// Chooses when patches take effect; see [`Mode`].
+pub fn set_mode(mode: Mode) {
+    MODE.store(mode as u8, Ordering::Release);
+}
+
+/// The current [`Mode`].
+pub fn mode() -> Mode {
+    match MODE.load(Ordering::Acquire) {
+        0 => Mode::Immediate,
+        _ => Mode::SafePoint,
+    }
+}
+
+/// Number of patches applied since the program started.
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
+/// What an `on_patch` callback learns about the patch just applied.
+#[derive(Debug, Clone)]
+pub struct PatchEvent {
+    /// [`generation`] after this patch.
+    pub generation: u64,
+    /// Paths of the slots this patch rewired.
+    pub rewired: Vec<&'static str>,
+}
+
+type Callback = Arc<dyn Fn(&PatchEvent) + Send + Sync>;
+static CALLBACKS: Mutex<Vec<Callback>> = Mutex::new(Vec::new());
+
+/// Runs `callback` after every applied patch, on the thread that applied it (the agent in
+/// immediate mode, the caller of [`safe_point`] otherwise). Frameworks redraw or rebuild
+/// derived state here.
+pub fn on_patch(callback: impl Fn(&PatchEvent) + Send + Sync + 'static) {
+    CALLBACKS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Arc::new(callback));
+}
+
+/// Why a patch was refused. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyError {
+    /// The patch rewires no slot at all.
+    Empty,
+    /// No registered slot lives at this address.
+    UnknownSlot { slot: u64 },
+    /// The patch's function has another signature than the slot.
+    FingerprintMismatch {
+        path: &'static str,
+        slot: u64,
+        expected: u64,
+        patch: u64,
+    },
+    /// The new address is not inside executable memory of this process.
+    NotExecutable { path: &'static str, target: u64 },
+    /// The same slot appears twice in one patch.
+    DuplicateSlot { path: &'static str },
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::Empty => write!(f, "the patch rewires no slot"),
+            ApplyError::UnknownSlot { slot } => {
+                write!(f, "no #[hotreload] slot at {slot:#x} in this program (patch built for another executable?)")
+            }
+            ApplyError::FingerprintMismatch { path, slot, expected, patch } => write!(
+                f,
+                "signature of `{path}` changed (slot {slot:#x} has fingerprint {expected:#018x}, the patch {patch:#018x}); callers still use the old signature, so restart the program"
+            ),
+            ApplyError::NotExecutable { path, target } => {
+                write!(f, "new code for `{path}` at {target:#x} is not in executable memory")
+            }
+            ApplyError::DuplicateSlot { path } => write!(f, "the patch rewires `{path}` twice"),
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
+/// Checks every update against the registry and the process's memory map.
+fn validate(updates: &[SlotUpdate]) -> Result<Vec<(&'static SlotEntry, *const ())>, ApplyError> {
+    if updates.is_empty() {
+        return Err(ApplyError::Empty);
+    }
+    let executable = executable_ranges();
+    let mut checked: Vec<(&'static SlotEntry, *const ())> = Vec::with_capacity(updates.len());
+    for update in updates {
+        let entry = usize::try_from(update.slot)
+            .ok()
+            .and_then(slot_at)
+            .ok_or(ApplyError::UnknownSlot { slot: update.slot })?;
+        if entry.fingerprint != update.fingerprint {
+            return Err(ApplyError::FingerprintMismatch {
+                path: entry.path,
+                slot: update.slot,
+                expected: entry.fingerprint,
+                patch: update.fingerprint,
+            });
+        }
+        if !executable
+            .iter()
+            .any(|range| range.contains(&update.target))
+        {
+            return Err(ApplyError::NotExecutable {
+                path: entry.path,
+                target: update.target,
+            });
+        }
+        if checked.iter().any(|(seen, _)| std::ptr::eq(*seen, entry)) {
+            return Err(ApplyError::DuplicateSlot { path: entry.path });
+        }
+        checked.push((entry, update.target as *const ()));
+    }
+    Ok(checked)
+}
+
+/// Address ranges mapped executable in this process, from `/proc/self/maps`.
+fn executable_ranges() -> Vec<std::ops::Range<u64>> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (range, perms) = (fields.next()?, fields.next()?);
+            if !perms.contains('x') {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some(u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?)
+        })
+        .collect()
+}
+
+/// Validates the whole table, then rewires every slot, bumps the generation and runs the
+/// `on_patch` callbacks on this thread. Returns the new generation. Ignores the mode: the
+/// agent calls it at the right time; apps and tests may call it directly.
+pub fn apply(updates: &[SlotUpdate]) -> Result<u64, ApplyError> {
+    let event = {
+        let _serial = APPLY_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        let checked = validate(updates)?;
+        for (entry, target) in &checked {
+            entry.slot.store(*target);
+        }
+        PatchEvent {
+            generation: GENERATION.fetch_add(1, Ordering::AcqRel) + 1,
+            rewired: checked.iter().map(|(entry, _)| entry.path).collect(),
+        }
+    };
+    let callbacks = CALLBACKS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    for callback in callbacks {
+        callback(&event);
+    }
+    Ok(event.generation)
+}
+
+/// A patch waiting for the next safe point, and where to send its outcome.
+struct Queued {
+    updates: Vec<SlotUpdate>,
+    outcome: mpsc::Sender<Result<u64, ApplyError>>,
+}
+
+static QUEUED: Mutex<Vec<Queued>> = Mutex::new(Vec::new());
+/// Lets [`safe_point`] skip the lock when nothing waits: one relaxed load per frame.
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Applies `updates` now (immediate mode) or hands them to the next [`safe_point`] and waits
+/// for it. Used by the agent.
+pub(crate) fn apply_in_mode(updates: Vec<SlotUpdate>) -> Result<u64, ApplyError> {
+    if mode() == Mode::Immediate {
+        return apply(&updates);
+    }
+    let (outcome, receiver) = mpsc::channel();
+    QUEUED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Queued { updates, outcome });
+    PENDING.store(true, Ordering::Release);
+    receiver
+        .recv()
+        .expect("safe_point always answers a queued patch")
+}
+
+/// Call once per frame or iteration. In [`Mode::SafePoint`], applies the patches that
+/// arrived since the last call, here, on this thread. Cheap when nothing is queued.
+#[inline]
+pub fn safe_point() {
+    if PENDING.load(Ordering::Relaxed) {
+        apply_queued();
+    }
+}
+
+#[cold]
+fn apply_queued() {
+    let queued = {
+        let mut queue = QUEUED.lock().unwrap_or_else(PoisonError::into_inner);
+        PENDING.store(false, Ordering::Release);
+        std::mem::take(&mut *queue)
+    };
+    for patch in queued {
+        // The agent may have gone (socket closed); then nobody wants the outcome.
+        let _ = patch.outcome.send(apply(&patch.updates));
+    }
+}

@@ -1,0 +1,5 @@
+#[hotreload::hotreload]
+async fn fetch() -> u32 {
+    1
+}
+fn main() {}

@@ -1,0 +1,5 @@
+#[hotreload::hotreload]
+const fn size() -> usize {
+    4
+}
+fn main() {}

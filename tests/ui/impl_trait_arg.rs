@@ -1,0 +1,5 @@
+#[hotreload::hotreload]
+fn show(value: impl std::fmt::Display) -> String {
+    value.to_string()
+}
+fn main() {}
