@@ -54,7 +54,11 @@ fn serve(socket: &Path) -> io::Result<()> {
             Err(error) => return Err(error),
         };
         let reply = match request {
-            Request::Apply { id, updates } => match apply_in_mode(updates) {
+            Request::Apply {
+                id,
+                image: _,
+                updates,
+            } => match apply_in_mode(updates) {
                 Ok(generation) => Reply::Applied { id, generation },
                 Err(error) => Reply::Refused {
                     id,

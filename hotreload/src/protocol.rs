@@ -54,12 +54,29 @@ pub struct SlotUpdate {
     pub target: u64,
 }
 
+/// A patch image for the runtime to map before rewiring slots into it.
+///
+/// The image is linked at a fixed address in the executable's link-time coordinates, so one
+/// file serves every run of that executable: the runtime maps it at `load_bias + vaddr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchImage {
+    /// Absolute path of the ELF image (written once, never modified afterwards).
+    pub path: String,
+    /// Build-id of the executable the image was linked against; must equal the runtime's own.
+    pub build_id: String,
+}
+
 /// Sent by the patcher.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Request {
-    /// Rewire these slots as one patch; answered by [`Reply::Applied`] or [`Reply::Refused`].
-    Apply { id: u64, updates: Vec<SlotUpdate> },
+    /// Map `image` (if any), then rewire these slots as one patch; answered by
+    /// [`Reply::Applied`] or [`Reply::Refused`]. Targets are runtime addresses.
+    Apply {
+        id: u64,
+        image: Option<PatchImage>,
+        updates: Vec<SlotUpdate>,
+    },
 }
 
 /// Sent by the app.
@@ -109,6 +126,10 @@ mod tests {
     fn messages_round_trip_as_json_lines() {
         let request = Request::Apply {
             id: 7,
+            image: Some(PatchImage {
+                path: "/tmp/p.so".into(),
+                build_id: "ab".into(),
+            }),
             updates: vec![SlotUpdate {
                 slot: 1,
                 fingerprint: 2,

@@ -71,6 +71,10 @@ impl CodeAddress {
 }
 
 /// The registry's record of one slot.
+///
+/// `repr(C)` because the patcher reads entries out of compiled objects (section
+/// `linkme_SLOTS`): the new version's fingerprint sits at [`SlotEntry::FINGERPRINT_OFFSET`].
+#[repr(C)]
 pub struct SlotEntry {
     pub slot: &'static Slot,
     pub original: CodeAddress,
@@ -81,6 +85,13 @@ pub struct SlotEntry {
 }
 
 impl SlotEntry {
+    /// Byte offset of `fingerprint` in an entry (after two pointers and a `&str`).
+    pub const FINGERPRINT_OFFSET: usize = std::mem::offset_of!(SlotEntry, fingerprint);
+    /// Byte offset of `original` in an entry: its relocation names the implementation symbol.
+    pub const ORIGINAL_OFFSET: usize = std::mem::offset_of!(SlotEntry, original);
+    /// Name of the linker section holding the entries.
+    pub const SECTION: &'static str = "linkme_SLOTS";
+
     pub const fn new(
         slot: &'static Slot,
         original: *const (),

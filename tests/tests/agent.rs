@@ -85,7 +85,11 @@ impl Fixture {
     }
 
     fn apply(&mut self, id: u64, updates: Vec<SlotUpdate>) -> Reply {
-        self.send(&Request::Apply { id, updates });
+        self.send(&Request::Apply {
+            id,
+            image: None,
+            updates,
+        });
         self.receive()
     }
 }
@@ -246,6 +250,7 @@ fn safe_point_mode_applies_only_at_safe_points() {
     assert_eq!(app.ask("safe-point-mode"), "mode=safe-point");
     app.send(&Request::Apply {
         id: 1,
+        image: None,
         updates: vec![redirect(slot(&hello, "word"), slot(&hello, "other_word"))],
     });
     std::thread::sleep(Duration::from_millis(300)); // let the agent queue it
