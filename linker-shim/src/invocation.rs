@@ -28,6 +28,8 @@ pub struct RustcInvocation {
     pub crate_types: Vec<String>,
     /// The crate root source file, e.g. `src/main.rs`, absolute.
     pub source: Option<PathBuf>,
+    /// Cargo profile of the build (`dev`, `release`, …).
+    pub profile: String,
 }
 
 impl RustcInvocation {
@@ -54,7 +56,10 @@ impl RustcInvocation {
         } else {
             "lib"
         };
-        format!("{}--{}--{kind}", self.package, self.crate_name)
+        format!(
+            "{}--{}--{kind}--{}",
+            self.package, self.crate_name, self.profile
+        )
     }
 }
 

@@ -6,7 +6,7 @@
 //!   cargo/                      cargo's target dir for `hotpatch build` (never the user's)
 //!   revisions/<id>/revision.json + objects/NNN-<name>.o
 //!   revisions/.tmp-<id>/        a link in progress (renamed to <id> when complete)
-//!   rustc/<package>--<crate>--<bin|lib>.json   latest rustc invocation per workspace crate
+//!   rustc/<package>--<crate>--<bin|lib>--<profile>.json   latest rustc run per workspace crate
 //!   pins/<id>@<pid>             revision <id> is the base of the session in process <pid>
 //! ```
 
@@ -196,12 +196,11 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps the latest compiler invocation of a workspace crate.
-    pub fn record_invocation(&self, invocation: &RustcInvocation) -> Result<()> {
-        write_json_atomically(
-            &self.rustc_dir().join(format!("{}.json", invocation.key())),
-            invocation,
-        )
+    /// Keeps the latest compiler invocation of a workspace crate; returns the file it is in.
+    pub fn record_invocation(&self, invocation: &RustcInvocation) -> Result<PathBuf> {
+        let path = self.rustc_dir().join(format!("{}.json", invocation.key()));
+        write_json_atomically(&path, invocation)?;
+        Ok(path)
     }
 
     /// The latest compiler invocation of every workspace crate built through hotpatch.

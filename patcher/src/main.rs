@@ -1,1 +1,159 @@
-fn main() {}
+//! `hotpatch`: build a program so it can be patched, see what an edit changed, run it with
+//! patches applied live.
+
+use clap::{Args, Parser, Subcommand};
+use patcher::report;
+use patcher::{
+    build, diff, CargoArgs, MessageFormat, OutputArgs, RevisionSpec, TargetSelection, Workspace,
+};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "hotpatch",
+    version,
+    about = "Edit a running Rust program: save a file, and the same process runs the new code.",
+    long_about = "Edit a running Rust program: save a file, and the same process runs the new code.\n\n\
+        `hotpatch build` builds your binary through cargo with hotpatch standing in as the linker, \
+        and keeps what the executable is made of (its object files, link line and exact rustc \
+        invocation) as a revision under <target-dir>/hotpatch/. After an edit, `hotpatch build` \
+        records a new revision and `hotpatch diff` shows which functions changed.\n\n\
+        Your own `cargo build` is untouched: hotpatch builds into <target-dir>/hotpatch/cargo.",
+    after_help = "Typical session:\n  \
+        hotpatch build              # build and record revision 1\n  \
+        $EDITOR src/main.rs         # change a function body\n  \
+        hotpatch build              # record revision 2\n  \
+        hotpatch diff               # which functions the edit changed"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build through cargo and record the link as a revision
+    #[command(
+        long_about = "Build the selected binary through cargo and record the link as a revision.\n\n\
+        The binary is linked with `-Wl,--no-gc-sections` and keeps its symbol table, so a later \
+        patch can call any function of std and be resolved against the executable. Each \
+        workspace crate's rustc invocation is recorded so a patch can recompile it without cargo."
+    )]
+    Build(CargoArgs),
+    /// Show which functions and data changed between two revisions
+    #[command(
+        long_about = "Show which functions and data changed between two revisions.\n\n\
+        A function changed if its machine code or what it refers to changed. Callers of a \
+        changed function are not listed as changed: their code still calls it by name. Data \
+        whose size or section changed is flagged: a patch cannot migrate it.\n\n\
+        REV is a revision id (see `hotpatch revisions`), `latest`, or `latest~N` (N revisions \
+        before the latest)."
+    )]
+    Diff(DiffArgs),
+    /// List the revisions in the store
+    Revisions(RevisionsArgs),
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// Older revision
+    #[arg(long, value_name = "REV", default_value = "latest~1")]
+    from: RevisionSpec,
+    /// Newer revision
+    #[arg(long, value_name = "REV", default_value = "latest")]
+    to: RevisionSpec,
+    #[command(flatten)]
+    selection: TargetSelection,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Args)]
+struct RevisionsArgs {
+    #[command(flatten)]
+    selection: TargetSelection,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    if let Some(code) = patcher::roles::run_helper_role(&args) {
+        return code;
+    }
+    let result = match Cli::parse().command {
+        Command::Build(args) => run_build(&args),
+        Command::Diff(args) => run_diff(&args),
+        Command::Revisions(args) => run_revisions(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_build(args: &CargoArgs) -> patcher::Result<()> {
+    let outcome = build(args, &patcher::capture::current_exe()?)?;
+    match args.output.message_format {
+        MessageFormat::Human => eprint!("{}", report::build_human(&outcome)),
+        MessageFormat::Json => println!("{}", report::build_json(&outcome)),
+    }
+    Ok(())
+}
+
+/// The store of the selected workspace, and the target to look at: the one selected, or
+/// without selection flags the target of the newest revision.
+fn store_and_target(
+    selection: &TargetSelection,
+) -> patcher::Result<(patcher::Store, patcher::TargetKey)> {
+    let workspace = Workspace::load(selection.manifest_path.as_deref())?;
+    let store = workspace.store(selection);
+    let selected =
+        selection.package.is_some() || selection.bin.is_some() || selection.example.is_some();
+    if selected {
+        return Ok((store, workspace.resolve(selection)?));
+    }
+    let newest = store
+        .list()?
+        .into_iter()
+        .filter(|r| r.target.profile == selection.profile())
+        .max_by_key(|r| r.id.clone());
+    match newest {
+        Some(revision) => Ok((store, revision.target)),
+        None => Err(patcher::Error::new(format!(
+            "no revisions in {}; run `hotpatch build` first",
+            store.root().display()
+        ))),
+    }
+}
+
+fn run_diff(args: &DiffArgs) -> patcher::Result<()> {
+    let (store, target) = store_and_target(&args.selection)?;
+    let from = args.from.resolve(&store, &target)?;
+    let to = args.to.resolve(&store, &target)?;
+    let started = Instant::now();
+    let diff = diff(&from, &to)?;
+    let elapsed = started.elapsed();
+    match args.output.message_format {
+        MessageFormat::Human => print!("{}", report::diff_human(&diff, &from, &to, elapsed)),
+        MessageFormat::Json => println!("{}", report::diff_json(&diff, &from, &to, elapsed)),
+    }
+    Ok(())
+}
+
+fn run_revisions(args: &RevisionsArgs) -> patcher::Result<()> {
+    let (store, target) = store_and_target(&args.selection)?;
+    let pinned = store.pinned()?;
+    for revision in store.list_for(&target)? {
+        let is_pinned = pinned.contains(&revision.id);
+        match args.output.message_format {
+            MessageFormat::Human => println!("{}", report::revision_line(&revision, is_pinned)),
+            MessageFormat::Json => println!("{}", report::revision_json(&revision, is_pinned)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! `hotpatch build`: cargo builds the selected executable with hotpatch as rustc wrapper and
+//! linker, into hotpatch's own target directory, and the link becomes a revision.
+
+use crate::capture::{WrapRequest, WRAP_REQUEST_ENV};
+use crate::cli::CargoArgs;
+use crate::workspace::{cargo_program, Workspace};
+use linker_shim::{
+    read_build_id, Context, Error, Result, Revision, RustcInvocation, Store, TargetKey,
+};
+use serde::Deserialize;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    pub target: TargetKey,
+    pub store: Store,
+    /// The revision whose build-id matches the executable.
+    pub revision: Revision,
+    /// The executable to run (cargo's copy in `<target-dir>/hotpatch/cargo/<profile>/`).
+    pub exe: PathBuf,
+    /// The latest recorded rustc invocation of every workspace crate built through hotpatch.
+    pub invocations: Vec<RustcInvocation>,
+    /// False when cargo found everything fresh and the latest revision was reused.
+    pub linked: bool,
+    pub duration: Duration,
+}
+
+/// Builds the executable `args` select and records its revision. `hotpatch_exe` is the
+/// `hotpatch` binary cargo and rustc will run as wrapper and linker.
+pub fn build(args: &CargoArgs, hotpatch_exe: &Path) -> Result<BuildOutcome> {
+    let started = Instant::now();
+    let selection = &args.selection;
+    let workspace = Workspace::load(selection.manifest_path.as_deref())?;
+    let target = workspace.resolve(selection)?;
+    let store = workspace.store(selection);
+    let newest_before = store.latest(&target)?.map(|revision| revision.id);
+
+    let mut exe = run_cargo(&["build"], args, &target, &store, hotpatch_exe)?;
+    let mut build_id = read_build_id(&exe)?;
+    let mut revision = matching_revision(&store, &target, build_id.as_deref())?;
+    if revision.is_none() {
+        // Cargo considered the executable fresh, but its revision is gone (pruned, or the
+        // store was deleted): make cargo compile and link it again.
+        run_cargo(&["clean"], args, &target, &store, hotpatch_exe)?;
+        exe = run_cargo(&["build"], args, &target, &store, hotpatch_exe)?;
+        build_id = read_build_id(&exe)?;
+        revision = matching_revision(&store, &target, build_id.as_deref())?;
+    }
+    let revision = revision.ok_or_else(|| {
+        Error::new(format!(
+            "cargo built {} but hotpatch recorded no link of it in {}; is another linker or \
+             `RUSTC_WORKSPACE_WRAPPER` configured for this project?",
+            exe.display(),
+            store.root().display()
+        ))
+    })?;
+    let invocations = store
+        .invocations()?
+        .into_iter()
+        .filter(|invocation| {
+            invocation.profile == target.profile
+                && workspace
+                    .package_names()
+                    .any(|name| name == invocation.package)
+        })
+        .collect();
+    Ok(BuildOutcome {
+        linked: newest_before.as_ref() != Some(&revision.id),
+        target,
+        store,
+        revision,
+        exe,
+        invocations,
+        duration: started.elapsed(),
+    })
+}
+
+fn matching_revision(
+    store: &Store,
+    target: &TargetKey,
+    build_id: Option<&str>,
+) -> Result<Option<Revision>> {
+    let Some(build_id) = build_id else {
+        return Ok(None);
+    };
+    let revisions = store.list_for(target)?;
+    Ok(revisions
+        .into_iter()
+        .rev()
+        .find(|revision| revision.build_id.as_deref() == Some(build_id)))
+}
+
+/// Runs `cargo build` (returns the executable) or `cargo clean` for exactly `target`.
+fn run_cargo(
+    subcommand: &[&str],
+    args: &CargoArgs,
+    target: &TargetKey,
+    store: &Store,
+    hotpatch_exe: &Path,
+) -> Result<PathBuf> {
+    let building = subcommand == ["build"];
+    let mut cargo = Command::new(cargo_program());
+    cargo
+        .args(subcommand)
+        .arg("--target-dir")
+        .arg(store.cargo_target_dir())
+        .args(["-p", &target.package]);
+    if let Some(manifest) = &args.selection.manifest_path {
+        cargo.arg("--manifest-path").arg(manifest);
+    }
+    if args.selection.release {
+        cargo.arg("--release");
+    }
+    if building {
+        cargo
+            .args([target.kind.cargo_flag(), &target.name])
+            .args(args.feature_flags())
+            .arg("--message-format=json-render-diagnostics")
+            .env("RUSTC_WORKSPACE_WRAPPER", hotpatch_exe)
+            .env(
+                WRAP_REQUEST_ENV,
+                WrapRequest {
+                    store: store.root().to_owned(),
+                    target: target.clone(),
+                }
+                .to_env_value(),
+            )
+            .stdout(Stdio::piped());
+    } else {
+        cargo.arg("--quiet");
+    }
+    let mut child = cargo
+        .spawn()
+        .context(|| format!("could not run `{}`", cargo_program().display()))?;
+    let mut exe = None;
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context(|| "could not read cargo's output".into())?;
+            exe = exe.or_else(|| executable_of(&line, target));
+        }
+    }
+    let status = child.wait().context(|| "could not wait for cargo".into())?;
+    if !status.success() {
+        return Err(Error::new(format!(
+            "`cargo {}` for {target} failed ({status}); see the errors above",
+            subcommand[0]
+        )));
+    }
+    match (building, exe) {
+        (true, None) => Err(Error::new(format!(
+            "cargo reported no executable for {target}"
+        ))),
+        (_, exe) => Ok(exe.unwrap_or_default()),
+    }
+}
+
+/// The `executable` of a `compiler-artifact` message for `target`.
+fn executable_of(line: &str, target: &TargetKey) -> Option<PathBuf> {
+    #[derive(Deserialize)]
+    struct Artifact {
+        reason: String,
+        target: ArtifactTarget,
+        executable: Option<PathBuf>,
+    }
+    #[derive(Deserialize)]
+    struct ArtifactTarget {
+        name: String,
+    }
+    let artifact: Artifact = serde_json::from_str(line).ok()?;
+    (artifact.reason == "compiler-artifact" && artifact.target.name == target.name)
+        .then_some(artifact.executable)?
+}

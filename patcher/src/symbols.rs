@@ -1,0 +1,463 @@
+//! Every named function and data object in a revision's objects, with a fingerprint of its
+//! contents that two builds agree on exactly when the code is the same.
+//!
+//! rustc emits one section per function and per static, so a symbol's contents are its
+//! bytes plus its relocations. Relocation targets are normalised: a named symbol counts by
+//! its name; anonymous data (`.Lanon.*`, string literals, `GCC_except_table*`, constants
+//! reached through section symbols) counts by its own contents, recursively, because its
+//! name is not stable from one build to the next.
+
+use linker_shim::{Context, Error, Result, Revision};
+use object::{
+    Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionIndex,
+};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+/// What a symbol is, as far as patching cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SymbolKind {
+    Function,
+    Data,
+    ThreadLocal,
+}
+
+/// Where one copy of a symbol is defined: a patch links `object` and takes `section` from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Definition {
+    /// The stored copy of the object file.
+    pub object: PathBuf,
+    pub section: String,
+    pub section_index: usize,
+    pub symbol_index: usize,
+    /// Offset of the symbol within its section.
+    pub offset: u64,
+    pub size: u64,
+    /// LOCAL symbols (used only inside their object) are false; they may be defined in
+    /// several objects under the same name.
+    pub global: bool,
+}
+
+/// One named symbol of a revision, merged over all the objects that define it.
+#[derive(Debug, Clone)]
+pub struct IndexedSymbol {
+    pub name: String,
+    pub kind: SymbolKind,
+    pub size: u64,
+    /// Output section the symbol lands in: its section's name without the symbol's own
+    /// name, e.g. `.text`, `.bss`, `.data.rel.ro`, `.tbss`.
+    pub section_class: String,
+    /// Equal in two revisions exactly when bytes and normalised relocations are equal.
+    pub fingerprint: u64,
+    pub definitions: Vec<Definition>,
+    /// Named symbols this one refers to, directly or through anonymous data.
+    pub references: BTreeSet<String>,
+}
+
+/// The named symbols of one revision.
+#[derive(Debug, Clone, Default)]
+pub struct SymbolIndex {
+    symbols: BTreeMap<String, IndexedSymbol>,
+}
+
+impl SymbolIndex {
+    /// Indexes the stored objects of `revision`.
+    pub fn load(revision: &Revision) -> Result<SymbolIndex> {
+        SymbolIndex::from_objects(&revision.object_paths())
+    }
+
+    /// Indexes object files (relocatable ELF, as rustc writes them).
+    pub fn from_objects(paths: &[PathBuf]) -> Result<SymbolIndex> {
+        let mut per_definition: BTreeMap<String, (IndexedSymbol, Vec<u64>)> = BTreeMap::new();
+        for path in paths {
+            for symbol in index_object(path)? {
+                match per_definition.get_mut(&symbol.name) {
+                    Some((merged, fingerprints)) => {
+                        fingerprints.push(symbol.fingerprint);
+                        merged.definitions.extend(symbol.definitions);
+                        merged.references.extend(symbol.references);
+                    }
+                    None => {
+                        let fingerprints = vec![symbol.fingerprint];
+                        per_definition.insert(symbol.name.clone(), (symbol, fingerprints));
+                    }
+                }
+            }
+        }
+        let symbols = per_definition
+            .into_iter()
+            .map(|(name, (mut symbol, mut fingerprints))| {
+                // Copies of one name in several objects (LOCAL instances, weak symbols such
+                // as `DW.ref.rust_eh_personality`): how many and in which objects is not
+                // stable, so combine their distinct fingerprints as a set.
+                fingerprints.sort_unstable();
+                fingerprints.dedup();
+                symbol.fingerprint = hash_of(&fingerprints);
+                (name, symbol)
+            })
+            .collect();
+        Ok(SymbolIndex { symbols })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&IndexedSymbol> {
+        self.symbols.get(name)
+    }
+
+    /// All symbols, ordered by mangled name.
+    pub fn iter(&self) -> impl Iterator<Item = &IndexedSymbol> {
+        self.symbols.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.symbols.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.symbols.is_empty()
+    }
+}
+
+/// Names whose spelling changes between builds; their contents identify them instead.
+pub fn is_anonymous(name: &str) -> bool {
+    const PREFIXES: [&str; 6] = [
+        ".L",
+        "alloc_",
+        "anon.",
+        "GCC_except_table",
+        "__unnamed_",
+        "str.",
+    ];
+    name.is_empty() || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// What a PC-relative relocation's addend lacks to point at its target: the 4 bytes of the
+/// displacement itself (the CPU adds the address of the *next* instruction).
+fn pc_relative_bias(r_type: u32) -> i64 {
+    const PC_RELATIVE: [u32; 6] = [
+        2,  // R_X86_64_PC32
+        4,  // R_X86_64_PLT32
+        9,  // R_X86_64_GOTPCREL
+        24, // R_X86_64_PC64
+        41, // R_X86_64_GOTPCRELX
+        42, // R_X86_64_REX_GOTPCRELX
+    ];
+    if PC_RELATIVE.contains(&r_type) {
+        4
+    } else {
+        0
+    }
+}
+
+fn hash_of(value: &impl Hash) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Relocation {
+    offset: u64,
+    r_type: u32,
+    target: RelocationTarget,
+    addend: i64,
+}
+
+/// The contents-derived identity of an anonymous section and the named symbols it reaches.
+#[derive(Debug, Clone, Default)]
+struct AnonymousData {
+    fingerprint: u64,
+    references: BTreeSet<String>,
+}
+
+/// Per-object state: relocations by section, and the memo of anonymous data identities.
+struct ObjectAnalysis<'data, 'file> {
+    file: &'file object::File<'data>,
+    relocations: HashMap<SectionIndex, Vec<Relocation>>,
+    /// The one named symbol a section holds, if any: references through its section
+    /// symbol count as references to that name.
+    named_section_owner: HashMap<SectionIndex, String>,
+    anonymous: HashMap<SectionIndex, AnonymousData>,
+}
+
+fn index_object(path: &Path) -> Result<Vec<IndexedSymbol>> {
+    let file = std::fs::File::open(path)
+        .context(|| format!("could not open the object {}", path.display()))?;
+    // SAFETY: revision objects are written once by the shim and never modified; the map is
+    // read-only and dropped before this function returns.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .context(|| format!("could not map {}", path.display()))?;
+    let object = object::File::parse(&*map)
+        .context(|| format!("{} is not an object file", path.display()))?;
+    let mut analysis = ObjectAnalysis::new(&object);
+    let mut symbols = Vec::new();
+    for symbol in object.symbols() {
+        let kind = match symbol.kind() {
+            object::SymbolKind::Text => SymbolKind::Function,
+            object::SymbolKind::Data => SymbolKind::Data,
+            object::SymbolKind::Tls => SymbolKind::ThreadLocal,
+            _ => continue,
+        };
+        let (Ok(name), Some(section_index)) = (symbol.name(), symbol.section_index()) else {
+            continue;
+        };
+        if symbol.is_undefined() || is_anonymous(name) {
+            continue;
+        }
+        let section = object.section_by_index(section_index).map_err(|e| {
+            Error::new(format!(
+                "{}: symbol {name} names a missing section: {e}",
+                path.display()
+            ))
+        })?;
+        let section_name = section.name().unwrap_or_default().to_owned();
+        let mut references = BTreeSet::new();
+        let fingerprint = analysis.fingerprint_range(
+            section_index,
+            symbol.address(),
+            symbol.size(),
+            kind,
+            &mut references,
+        );
+        references.remove(name);
+        symbols.push(IndexedSymbol {
+            name: name.to_owned(),
+            kind,
+            size: symbol.size(),
+            section_class: section_class(&section_name, name),
+            fingerprint,
+            definitions: vec![Definition {
+                object: path.to_owned(),
+                section: section_name,
+                section_index: section_index.0,
+                symbol_index: symbol.index().0,
+                offset: symbol.address(),
+                size: symbol.size(),
+                global: symbol.is_global(),
+            }],
+            references,
+        });
+    }
+    Ok(symbols)
+}
+
+/// `.text._ZN3app4main17h…E` → `.text`; sections not named after the symbol stay as they are.
+fn section_class(section: &str, symbol: &str) -> String {
+    section
+        .strip_suffix(symbol)
+        .and_then(|class| class.strip_suffix('.'))
+        .unwrap_or(section)
+        .to_owned()
+}
+
+impl<'data, 'file> ObjectAnalysis<'data, 'file> {
+    fn new(file: &'file object::File<'data>) -> Self {
+        let mut relocations: HashMap<SectionIndex, Vec<Relocation>> = HashMap::new();
+        for section in file.sections() {
+            let mut list: Vec<Relocation> = section
+                .relocations()
+                .map(|(offset, relocation)| Relocation {
+                    offset,
+                    r_type: match relocation.flags() {
+                        RelocationFlags::Elf { r_type } => r_type,
+                        _ => 0,
+                    },
+                    target: relocation.target(),
+                    addend: relocation.addend(),
+                })
+                .collect();
+            if !list.is_empty() {
+                list.sort_by_key(|relocation| relocation.offset);
+                relocations.insert(section.index(), list);
+            }
+        }
+        let mut owners: HashMap<SectionIndex, Vec<String>> = HashMap::new();
+        for symbol in file.symbols() {
+            let named = matches!(
+                symbol.kind(),
+                object::SymbolKind::Text | object::SymbolKind::Data | object::SymbolKind::Tls
+            );
+            if let (true, Ok(name), Some(section)) = (named, symbol.name(), symbol.section_index())
+            {
+                if !is_anonymous(name) {
+                    owners.entry(section).or_default().push(name.to_owned());
+                }
+            }
+        }
+        let named_section_owner = owners
+            .into_iter()
+            .filter_map(|(section, mut names)| {
+                (names.len() == 1).then(|| (section, names.remove(0)))
+            })
+            .collect();
+        ObjectAnalysis {
+            file,
+            relocations,
+            named_section_owner,
+            anonymous: HashMap::new(),
+        }
+    }
+
+    /// Fingerprint of `size` bytes at `offset` in `section` with the relocations inside them;
+    /// adds the named symbols they reach to `references`.
+    fn fingerprint_range(
+        &mut self,
+        section: SectionIndex,
+        offset: u64,
+        size: u64,
+        kind: impl Hash,
+        references: &mut BTreeSet<String>,
+    ) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        kind.hash(&mut hasher);
+        size.hash(&mut hasher);
+        if let Ok(section) = self.file.section_by_index(section) {
+            // `.bss`-like sections have no bytes in the file: their size is their content.
+            if let Ok(Some(bytes)) = section.data_range(offset, size) {
+                bytes.hash(&mut hasher);
+            }
+        }
+        let end = offset.saturating_add(size.max(1));
+        let count = self.relocations.get(&section).map_or(0, Vec::len);
+        for i in 0..count {
+            let relocation = self.relocations[&section][i];
+            if relocation.offset < offset || relocation.offset >= end {
+                continue;
+            }
+            (relocation.offset - offset, relocation.r_type).hash(&mut hasher);
+            self.hash_target(relocation, &mut hasher, references);
+        }
+        hasher.finish()
+    }
+
+    /// Hashes what a relocation points at: a name for named symbols, contents otherwise.
+    fn hash_target(
+        &mut self,
+        relocation: Relocation,
+        hasher: &mut DefaultHasher,
+        references: &mut BTreeSet<String>,
+    ) {
+        let addend = relocation.addend;
+        let (section, base) = match relocation.target {
+            RelocationTarget::Symbol(index) => {
+                let Ok(symbol) = self.file.symbol_by_index(index) else {
+                    return "missing-symbol".hash(hasher);
+                };
+                let name = symbol.name().unwrap_or_default();
+                match symbol.section_index() {
+                    Some(section) if symbol.kind() == object::SymbolKind::Section => (section, 0),
+                    Some(section) if is_anonymous(name) => (section, symbol.address()),
+                    _ => {
+                        ("named", name, addend).hash(hasher);
+                        references.insert(name.to_owned());
+                        return;
+                    }
+                }
+            }
+            RelocationTarget::Section(section) => (section, 0),
+            _ => return ("absolute", addend).hash(hasher),
+        };
+        if let Some(owner) = self.named_section_owner.get(&section) {
+            ("named", owner, base as i64 + addend).hash(hasher);
+            references.insert(owner.clone());
+            return;
+        }
+        let referenced = (base as i64 + addend + pc_relative_bias(relocation.r_type)) as u64;
+        if let Some(element) = self.merged_element(section, referenced) {
+            // A pooled string or constant: its position in the pool moves whenever another
+            // element changes, so only its bytes count.
+            return ("merged", element).hash(hasher);
+        }
+        ("anonymous", base, addend).hash(hasher);
+        self.hash_anonymous_section(section, hasher, references);
+    }
+
+    /// The element at `offset` of a mergeable section (`.rodata.str1.1`, `.rodata.cst16`):
+    /// a NUL-terminated string, or `entsize` bytes. `None` for other sections.
+    fn merged_element(&self, section: SectionIndex, offset: u64) -> Option<&'data [u8]> {
+        const SHF_MERGE: u64 = 0x10;
+        const SHF_STRINGS: u64 = 0x20;
+        let section = self.file.section_by_index(section).ok()?;
+        let object::SectionFlags::Elf { sh_flags } = section.flags() else {
+            return None;
+        };
+        if sh_flags & SHF_MERGE == 0 {
+            return None;
+        }
+        let data = section.data().ok()?;
+        let rest = data.get(usize::try_from(offset).ok()?..)?;
+        if sh_flags & SHF_STRINGS != 0 {
+            let end = rest
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(rest.len(), |nul| nul + 1);
+            return Some(&rest[..end]);
+        }
+        let name = section.name().ok()?;
+        let entsize: usize = name
+            .rsplit_once(".cst")
+            .and_then(|(_, size)| size.parse().ok())?;
+        rest.get(..entsize)
+    }
+
+    /// Hashes an anonymous section by contents (memoised; a cycle back into a section being
+    /// hashed contributes a constant, which is the same in both builds).
+    fn hash_anonymous_section(
+        &mut self,
+        section: SectionIndex,
+        hasher: &mut DefaultHasher,
+        references: &mut BTreeSet<String>,
+    ) {
+        if let Some(known) = self.anonymous.get(&section) {
+            known.fingerprint.hash(hasher);
+            references.extend(known.references.iter().cloned());
+            return;
+        }
+        self.anonymous.insert(section, AnonymousData::default());
+        let size = self.file.section_by_index(section).map_or(0, |s| s.size());
+        let mut reached = BTreeSet::new();
+        let fingerprint =
+            self.fingerprint_range(section, 0, size, "anonymous-section", &mut reached);
+        fingerprint.hash(hasher);
+        references.extend(reached.iter().cloned());
+        self.anonymous.insert(
+            section,
+            AnonymousData {
+                fingerprint,
+                references: reached,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unstable_names_are_anonymous() {
+        for name in [
+            ".Lanon.5f3a.2",
+            "alloc_9d1c",
+            "GCC_except_table12",
+            "anon.1f.0",
+            "",
+        ] {
+            assert!(is_anonymous(name), "{name}");
+        }
+        assert!(!is_anonymous("_ZN3app4main17h0123456789abcdefE"));
+        assert!(!is_anonymous("DW.ref.rust_eh_personality"));
+    }
+
+    #[test]
+    fn section_class_strips_the_symbol_name() {
+        assert_eq!(section_class(".text._ZN1a1fE", "_ZN1a1fE"), ".text");
+        assert_eq!(
+            section_class(".data.rel.ro._ZN1a1XE", "_ZN1a1XE"),
+            ".data.rel.ro"
+        );
+        assert_eq!(section_class(".text", "_ZN1a1fE"), ".text");
+    }
+}
