@@ -105,17 +105,19 @@ fn run_build(args: &CargoArgs) -> patcher::Result<()> {
     Ok(())
 }
 
-/// The store of the selected workspace, and the target to look at: the one selected, or
-/// without selection flags the target of the newest revision.
+/// The store of the selected workspace and the target to look at: the one the flags (or
+/// the current directory) select as for `hotpatch build`, else the newest revision's.
 fn store_and_target(
     selection: &TargetSelection,
 ) -> patcher::Result<(patcher::Store, patcher::TargetKey)> {
     let workspace = Workspace::load(selection.manifest_path.as_deref())?;
     let store = workspace.store(selection);
-    let selected =
+    let explicit =
         selection.package.is_some() || selection.bin.is_some() || selection.example.is_some();
-    if selected {
-        return Ok((store, workspace.resolve(selection)?));
+    match workspace.resolve(selection) {
+        Ok(target) => return Ok((store, target)),
+        Err(error) if explicit => return Err(error),
+        Err(_) => {}
     }
     let newest = store
         .list()?

@@ -1,1 +1,2 @@
 //! Fixtures shared by the end-to-end tests.
+pub mod fixture;
