@@ -15,6 +15,7 @@ mod error;
 mod invocation;
 mod link_line;
 mod revision;
+mod role_request;
 mod shim;
 mod store;
 
@@ -23,6 +24,7 @@ pub use error::{Context, Error, Result};
 pub use invocation::{flag_value, RustcInvocation};
 pub use link_line::{expand_response_files, CargoLinkEnv, LinkLine};
 pub use revision::{CapturedObject, Revision, RevisionId, TargetKey, TargetKind};
+pub use role_request::RoleRequest;
 pub use shim::{run_as_linker, LinkRequest, LINK_REQUEST_ENV};
 pub use store::{RevisionRecord, RevisionWriter, Store, KEEP_PER_TARGET};
 

@@ -7,6 +7,7 @@ use crate::error::{Context, Error, Result};
 use crate::invocation::RustcInvocation;
 use crate::link_line::LinkLine;
 use crate::revision::{RevisionId, TargetKey};
+use crate::role_request::RoleRequest;
 use crate::store::{RevisionRecord, Store};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -34,17 +35,8 @@ pub struct LinkRequest {
     pub invocation: Option<PathBuf>,
 }
 
-impl LinkRequest {
-    /// The request of this process, if it was started as a linker by hotpatch.
-    pub fn from_env() -> Option<Result<LinkRequest>> {
-        let value = std::env::var(LINK_REQUEST_ENV).ok()?;
-        Some(serde_json::from_str(&value).context(|| format!("malformed {LINK_REQUEST_ENV}")))
-    }
-
-    /// The value to put in [`LINK_REQUEST_ENV`].
-    pub fn to_env_value(&self) -> String {
-        serde_json::to_string(self).expect("link requests serialise")
-    }
+impl RoleRequest for LinkRequest {
+    const ENV: &'static str = LINK_REQUEST_ENV;
 }
 
 /// Acts as the linker for `args` (everything after the program name) and returns the exit

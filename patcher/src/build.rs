@@ -5,7 +5,7 @@ use crate::capture::{WrapRequest, WRAP_REQUEST_ENV};
 use crate::cli::CargoArgs;
 use crate::workspace::{cargo_program, Workspace};
 use linker_shim::{
-    read_build_id, Context, Error, Result, Revision, RustcInvocation, Store, TargetKey,
+    read_build_id, Context, Error, Result, Revision, RoleRequest, RustcInvocation, Store, TargetKey,
 };
 use serde::Deserialize;
 use std::io::{BufRead, BufReader};

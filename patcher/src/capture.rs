@@ -5,8 +5,8 @@
 //! function they call.
 
 use linker_shim::{
-    flag_value, Context, Error, LinkRequest, Result, RustcInvocation, Store, TargetKey,
-    LINK_REQUEST_ENV,
+    flag_value, Context, Error, LinkRequest, Result, RoleRequest, RustcInvocation, Store,
+    TargetKey, LINK_REQUEST_ENV,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,16 +44,8 @@ pub struct WrapRequest {
     pub target: TargetKey,
 }
 
-impl WrapRequest {
-    /// The request of this process, if cargo started it as the wrapper for `hotpatch build`.
-    pub fn from_env() -> Option<Result<WrapRequest>> {
-        let value = std::env::var(WRAP_REQUEST_ENV).ok()?;
-        Some(serde_json::from_str(&value).context(|| format!("malformed {WRAP_REQUEST_ENV}")))
-    }
-
-    pub fn to_env_value(&self) -> String {
-        serde_json::to_string(self).expect("wrap requests serialise")
-    }
+impl RoleRequest for WrapRequest {
+    const ENV: &'static str = WRAP_REQUEST_ENV;
 }
 
 /// Acts as `RUSTC_WORKSPACE_WRAPPER`: `args` are the compiler's path and its arguments.
@@ -173,13 +165,6 @@ fn crate_root(args: &[String]) -> Option<&str> {
 pub fn current_exe() -> Result<PathBuf> {
     std::env::current_exe()
         .context(|| "could not find the path of the running hotpatch executable".into())
-}
-
-/// Whether `invocation` compiled the executable `target`.
-pub fn is_invocation_of(invocation: &RustcInvocation, target: &TargetKey) -> bool {
-    invocation.package == target.package
-        && invocation.crate_name == target.crate_name()
-        && invocation.crate_types.iter().any(|t| t == "bin")
 }
 
 #[cfg(test)]

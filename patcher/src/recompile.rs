@@ -1,7 +1,9 @@
 //! The patch build: re-run the base revision's recorded rustc invocation, without cargo,
 //! with identical flags (symbol names depend on them), and record only the objects.
 
-use linker_shim::{Context, Error, LinkRequest, Revision, RevisionId, Store, LINK_REQUEST_ENV};
+use linker_shim::{
+    Context, Error, LinkRequest, Revision, RevisionId, RoleRequest, Store, LINK_REQUEST_ENV,
+};
 use serde::Deserialize;
 use std::fmt;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! decided by the environment its parent gave it.
 
 use crate::capture::{run_as_rustc_wrapper, WrapRequest};
-use linker_shim::{run_as_linker, LinkRequest};
+use linker_shim::{run_as_linker, LinkRequest, RoleRequest};
 use std::ffi::OsString;
 use std::process::ExitCode;
 

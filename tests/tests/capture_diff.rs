@@ -78,11 +78,37 @@ fn own(diff: &SymbolDiff, fixture: &FixtureCrate, status: ChangeStatus) -> BTree
         .collect()
 }
 
-fn names<const N: usize>(fixture: &FixtureCrate, paths: [&str; N]) -> BTreeSet<String> {
+fn names(fixture: &FixtureCrate, paths: &[&str]) -> BTreeSet<String> {
     paths
         .iter()
         .map(|path| format!("{}::{path}", fixture.crate_name()))
         .collect()
+}
+
+/// Asserts the fixture crate's own changed, added and removed symbols (paths without the
+/// crate name).
+fn assert_own_changes(
+    diff: &SymbolDiff,
+    fixture: &FixtureCrate,
+    changed: &[&str],
+    added: &[&str],
+    removed: &[&str],
+) {
+    assert_eq!(
+        own(diff, fixture, ChangeStatus::Changed),
+        names(fixture, changed),
+        "changed"
+    );
+    assert_eq!(
+        own(diff, fixture, ChangeStatus::Added),
+        names(fixture, added),
+        "added"
+    );
+    assert_eq!(
+        own(diff, fixture, ChangeStatus::Removed),
+        names(fixture, removed),
+        "removed"
+    );
 }
 
 fn mangled_of(diff: &SymbolDiff, demangled: &str) -> String {
@@ -179,15 +205,7 @@ fn new_helper_is_added_and_its_caller_changed() {
             &(f.main_rs() + "\nfn shout(text: String) -> String {\n    text.to_uppercase()\n}\n"),
         );
     });
-    assert_eq!(
-        own(&diff, &fixture, ChangeStatus::Changed),
-        names(&fixture, ["greet"])
-    );
-    assert_eq!(
-        own(&diff, &fixture, ChangeStatus::Added),
-        names(&fixture, ["shout"])
-    );
-    assert!(own(&diff, &fixture, ChangeStatus::Removed).is_empty());
+    assert_own_changes(&diff, &fixture, &["greet"], &["shout"], &[]);
     let shout = mangled_of(&diff, &format!("{}::shout", fixture.crate_name()));
     let greet = mangled_of(&diff, &format!("{}::greet", fixture.crate_name()));
     assert_eq!(
@@ -205,18 +223,16 @@ fn new_closure_is_added_and_its_function_changed() {
             ".map(|&v| scale(v)).map(|v| v + 1).sum()",
         )
     });
-    assert_eq!(
-        own(&diff, &fixture, ChangeStatus::Changed),
-        names(&fixture, ["shapes::compute"])
-    );
     // The new closure is added; the existing one keeps its name and code.
-    assert_eq!(
-        own(&diff, &fixture, ChangeStatus::Added),
-        names(&fixture, ["shapes::compute::{{closure}}"])
+    assert_own_changes(
+        &diff,
+        &fixture,
+        &["shapes::compute"],
+        &["shapes::compute::{{closure}}"],
+        &[],
     );
     let closure = format!("{}::shapes::compute::{{{{closure}}}}", fixture.crate_name());
     assert!(own(&diff, &fixture, ChangeStatus::Unchanged).contains(&closure));
-    assert!(own(&diff, &fixture, ChangeStatus::Removed).is_empty());
 }
 
 /// Measured fact the patch step must live with: the first closure in a function changes
@@ -231,17 +247,12 @@ fn first_closure_in_a_function_renames_it_and_changes_its_callers() {
             "(|n: &str| format!(\"hello {n}\"))(name)",
         )
     });
-    assert_eq!(
-        own(&diff, &fixture, ChangeStatus::Removed),
-        names(&fixture, ["greet"])
-    );
-    assert_eq!(
-        own(&diff, &fixture, ChangeStatus::Added),
-        names(&fixture, ["greet", "greet::{{closure}}"])
-    );
-    assert_eq!(
-        own(&diff, &fixture, ChangeStatus::Changed),
-        names(&fixture, ["main"])
+    assert_own_changes(
+        &diff,
+        &fixture,
+        &["main"],
+        &["greet", "greet::{{closure}}"],
+        &["greet"],
     );
 }
 
