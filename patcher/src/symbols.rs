@@ -15,6 +15,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// What a symbol is, as far as patching cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -167,19 +168,20 @@ struct Relocation {
 
 /// The contents-derived identity of an anonymous section and the named symbols it reaches.
 #[derive(Debug, Clone, Default)]
-struct AnonymousData {
+struct AnonymousData<'data> {
     fingerprint: u64,
-    references: BTreeSet<String>,
+    references: BTreeSet<&'data str>,
 }
 
 /// Per-object state: relocations by section, and the memo of anonymous data identities.
 struct ObjectAnalysis<'data, 'file> {
     file: &'file object::File<'data>,
-    relocations: HashMap<SectionIndex, Vec<Relocation>>,
+    /// Filled on demand: most relocations of an object are debug info, which is never read.
+    relocations: HashMap<SectionIndex, Rc<[Relocation]>>,
     /// The one named symbol a section holds, if any: references through its section
     /// symbol count as references to that name.
-    named_section_owner: HashMap<SectionIndex, String>,
-    anonymous: HashMap<SectionIndex, AnonymousData>,
+    named_section_owner: HashMap<SectionIndex, &'data str>,
+    anonymous: HashMap<SectionIndex, AnonymousData<'data>>,
 }
 
 fn index_object(path: &Path) -> Result<Vec<IndexedSymbol>> {
@@ -222,6 +224,7 @@ fn index_object(path: &Path) -> Result<Vec<IndexedSymbol>> {
             &mut references,
         );
         references.remove(name);
+        let references = references.into_iter().map(str::to_owned).collect();
         symbols.push(IndexedSymbol {
             name: name.to_owned(),
             kind,
@@ -254,8 +257,40 @@ fn section_class(section: &str, symbol: &str) -> String {
 
 impl<'data, 'file> ObjectAnalysis<'data, 'file> {
     fn new(file: &'file object::File<'data>) -> Self {
-        let mut relocations: HashMap<SectionIndex, Vec<Relocation>> = HashMap::new();
-        for section in file.sections() {
+        let mut owners: HashMap<SectionIndex, Vec<&'data str>> = HashMap::new();
+        for symbol in file.symbols() {
+            let named = matches!(
+                symbol.kind(),
+                object::SymbolKind::Text | object::SymbolKind::Data | object::SymbolKind::Tls
+            );
+            if let (true, Ok(name), Some(section)) = (named, symbol.name(), symbol.section_index())
+            {
+                if !is_anonymous(name) {
+                    owners.entry(section).or_default().push(name);
+                }
+            }
+        }
+        let named_section_owner = owners
+            .into_iter()
+            .filter_map(|(section, mut names)| {
+                (names.len() == 1).then(|| (section, names.remove(0)))
+            })
+            .collect();
+        ObjectAnalysis {
+            file,
+            relocations: HashMap::new(),
+            named_section_owner,
+            anonymous: HashMap::new(),
+        }
+    }
+
+    /// The relocations that apply to `section`, by offset.
+    fn relocations_of(&mut self, section: SectionIndex) -> Rc<[Relocation]> {
+        let file = self.file;
+        let relocations = self.relocations.entry(section).or_insert_with(|| {
+            let Ok(section) = file.section_by_index(section) else {
+                return Rc::from([]);
+            };
             let mut list: Vec<Relocation> = section
                 .relocations()
                 .map(|(offset, relocation)| Relocation {
@@ -268,36 +303,10 @@ impl<'data, 'file> ObjectAnalysis<'data, 'file> {
                     addend: relocation.addend(),
                 })
                 .collect();
-            if !list.is_empty() {
-                list.sort_by_key(|relocation| relocation.offset);
-                relocations.insert(section.index(), list);
-            }
-        }
-        let mut owners: HashMap<SectionIndex, Vec<String>> = HashMap::new();
-        for symbol in file.symbols() {
-            let named = matches!(
-                symbol.kind(),
-                object::SymbolKind::Text | object::SymbolKind::Data | object::SymbolKind::Tls
-            );
-            if let (true, Ok(name), Some(section)) = (named, symbol.name(), symbol.section_index())
-            {
-                if !is_anonymous(name) {
-                    owners.entry(section).or_default().push(name.to_owned());
-                }
-            }
-        }
-        let named_section_owner = owners
-            .into_iter()
-            .filter_map(|(section, mut names)| {
-                (names.len() == 1).then(|| (section, names.remove(0)))
-            })
-            .collect();
-        ObjectAnalysis {
-            file,
-            relocations,
-            named_section_owner,
-            anonymous: HashMap::new(),
-        }
+            list.sort_by_key(|relocation| relocation.offset);
+            list.into()
+        });
+        Rc::clone(relocations)
     }
 
     /// Fingerprint of `size` bytes at `offset` in `section` with the relocations inside them;
@@ -308,7 +317,7 @@ impl<'data, 'file> ObjectAnalysis<'data, 'file> {
         offset: u64,
         size: u64,
         kind: impl Hash,
-        references: &mut BTreeSet<String>,
+        references: &mut BTreeSet<&'data str>,
     ) -> u64 {
         let mut hasher = DefaultHasher::new();
         kind.hash(&mut hasher);
@@ -320,12 +329,12 @@ impl<'data, 'file> ObjectAnalysis<'data, 'file> {
             }
         }
         let end = offset.saturating_add(size.max(1));
-        let count = self.relocations.get(&section).map_or(0, Vec::len);
-        for i in 0..count {
-            let relocation = self.relocations[&section][i];
-            if relocation.offset < offset || relocation.offset >= end {
-                continue;
-            }
+        let relocations = self.relocations_of(section);
+        let first = relocations.partition_point(|relocation| relocation.offset < offset);
+        for &relocation in relocations[first..]
+            .iter()
+            .take_while(|relocation| relocation.offset < end)
+        {
             (relocation.offset - offset, relocation.r_type).hash(&mut hasher);
             self.hash_target(relocation, &mut hasher, references);
         }
@@ -337,7 +346,7 @@ impl<'data, 'file> ObjectAnalysis<'data, 'file> {
         &mut self,
         relocation: Relocation,
         hasher: &mut DefaultHasher,
-        references: &mut BTreeSet<String>,
+        references: &mut BTreeSet<&'data str>,
     ) {
         let addend = relocation.addend;
         let (section, base) = match relocation.target {
@@ -351,7 +360,7 @@ impl<'data, 'file> ObjectAnalysis<'data, 'file> {
                     Some(section) if is_anonymous(name) => (section, symbol.address()),
                     _ => {
                         ("named", name, addend).hash(hasher);
-                        references.insert(name.to_owned());
+                        references.insert(name);
                         return;
                     }
                 }
@@ -361,7 +370,7 @@ impl<'data, 'file> ObjectAnalysis<'data, 'file> {
         };
         if let Some(owner) = self.named_section_owner.get(&section) {
             ("named", owner, base as i64 + addend).hash(hasher);
-            references.insert(owner.clone());
+            references.insert(owner);
             return;
         }
         let referenced = (base as i64 + addend + pc_relative_bias(relocation.r_type)) as u64;
@@ -408,11 +417,11 @@ impl<'data, 'file> ObjectAnalysis<'data, 'file> {
         &mut self,
         section: SectionIndex,
         hasher: &mut DefaultHasher,
-        references: &mut BTreeSet<String>,
+        references: &mut BTreeSet<&'data str>,
     ) {
         if let Some(known) = self.anonymous.get(&section) {
             known.fingerprint.hash(hasher);
-            references.extend(known.references.iter().cloned());
+            references.extend(known.references.iter().copied());
             return;
         }
         self.anonymous.insert(section, AnonymousData::default());
@@ -421,7 +430,7 @@ impl<'data, 'file> ObjectAnalysis<'data, 'file> {
         let fingerprint =
             self.fingerprint_range(section, 0, size, "anonymous-section", &mut reached);
         fingerprint.hash(hasher);
-        references.extend(reached.iter().cloned());
+        references.extend(reached.iter().copied());
         self.anonymous.insert(
             section,
             AnonymousData {
