@@ -33,7 +33,7 @@ pub struct TargetSelection {
     #[arg(long, value_name = "PATH", help_heading = "Manifest options")]
     pub manifest_path: Option<PathBuf>,
 
-    /// Use the release profile (patches then see optimised, inlined code: fewer, larger changes)
+    /// Use the release profile (inlining then spreads an edit into the callers of what changed)
     #[arg(short = 'r', long, help_heading = "Compilation options")]
     pub release: bool,
 
