@@ -22,6 +22,7 @@
 #[cfg(feature = "enabled")]
 mod agent;
 pub mod identity;
+pub mod loader;
 mod patching;
 pub mod protocol;
 mod slot;
