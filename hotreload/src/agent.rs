@@ -4,14 +4,17 @@
 //! [`SOCKET_ENV`] names a socket; otherwise no thread is started and nothing is opened.
 
 use crate::identity;
+use crate::loader::{self, LoadedImage};
 use crate::patching::apply_in_mode;
 use crate::protocol::{
-    receive, send, Hello, Reply, Request, SlotInfo, PROTOCOL_VERSION, SOCKET_ENV,
+    receive, send, Hello, PatchImage, Reply, Request, SlotInfo, SlotUpdate, PROTOCOL_VERSION,
+    SOCKET_ENV,
 };
 use crate::slot::slots;
 use std::io::{self, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 /// Run by the loader before `main`, like a C constructor.
 #[used]
@@ -54,19 +57,53 @@ fn serve(socket: &Path) -> io::Result<()> {
             Err(error) => return Err(error),
         };
         let reply = match request {
-            Request::Apply {
-                id,
-                image: _,
-                updates,
-            } => match apply_in_mode(updates) {
+            Request::Apply { id, image, updates } => match apply_patch(image.as_ref(), updates) {
                 Ok(generation) => Reply::Applied { id, generation },
-                Err(error) => Reply::Refused {
-                    id,
-                    reason: error.to_string(),
-                },
+                Err(reason) => Reply::Refused { id, reason },
             },
         };
         send(&mut replies, &reply)?;
+    }
+}
+
+/// Images some slot may point into. Never unmapped for now: freeing superseded images needs
+/// to know that no thread is still inside them.
+static LIVE_IMAGES: Mutex<Vec<LoadedImage>> = Mutex::new(Vec::new());
+
+/// Maps the patch's image (if any), then rewires the slots into it: all or nothing. The
+/// build-id is checked before the file is even opened; if the slots are refused the image
+/// is unmapped again. Slots move only where `apply_in_mode` says (a safe point, maybe).
+fn apply_patch(image: Option<&PatchImage>, updates: Vec<SlotUpdate>) -> Result<u64, String> {
+    let Some(image) = image else {
+        return apply_in_mode(updates).map_err(|error| error.to_string());
+    };
+    let executable = identity::executable();
+    if executable.build_id.is_empty() || image.build_id != executable.build_id {
+        return Err(format!(
+            "patch built for another executable (build-id {}, this program is {}): restart `hotpatch run`",
+            image.build_id, executable.build_id
+        ));
+    }
+    let loaded =
+        loader::load(Path::new(&image.path), executable.load_bias).map_err(|e| e.to_string())?;
+    match apply_in_mode(updates) {
+        Ok(generation) => {
+            LIVE_IMAGES
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(loaded);
+            Ok(generation)
+        }
+        Err(refusal) => {
+            // SAFETY: the refused patch moved no slot, and nothing else learned the image's
+            // addresses, so no code can be running in it.
+            match unsafe { loaded.unload() } {
+                Ok(()) => Err(refusal.to_string()),
+                Err(error) => Err(format!(
+                    "{refusal} (and unmapping its image failed: {error})"
+                )),
+            }
+        }
     }
 }
 

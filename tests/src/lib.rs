@@ -1,2 +1,3 @@
 //! Fixtures shared by the end-to-end tests.
 pub mod fixture;
+pub mod image;

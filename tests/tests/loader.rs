@@ -1,0 +1,402 @@
+//! The patch-image loader on real images: linked at test time by rustc + rust-lld the way
+//! the patcher links them, loaded into this test process (and, through the agent, into a
+//! child), run, unwound through, refused when they must be.
+
+use hotreload::loader::{load, LoadedImage};
+use hotreload::protocol::{receive, send, Hello, PatchImage, Reply, Request, SlotUpdate};
+use object::{Object, ObjectSymbol};
+use std::ffi::c_void;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tests::image::{link_image, ImageSpec};
+
+/// Bumped by the image's code: proves it binds to *this* executable's static.
+#[no_mangle]
+pub static LOADER_TEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A patch touching everything the loader must handle: a table of pointers (RELATIVE), a
+/// libc call (GLOB_DAT), an executable static (bound via `__ehdr_start`), and a frame that
+/// a panic must unwind through (`.eh_frame`). `black_box` keeps the optimiser from folding
+/// the table and `strlen` away.
+const PATCH_SOURCE: &str = r#"
+#![no_std]
+use core::hint::black_box;
+use core::sync::atomic::{AtomicU64, Ordering};
+extern "C" {
+    fn strlen(s: *const u8) -> usize;
+    static LOADER_TEST_COUNTER: AtomicU64;
+}
+static WORDS: [&str; 3] = ["alpha\0", "beta\0", "gamma\0"];
+#[no_mangle]
+pub extern "C" fn word_initial(index: usize) -> u8 {
+    black_box(&WORDS).get(index).and_then(|w| w.as_bytes().first().copied()).unwrap_or(0)
+}
+#[no_mangle]
+pub extern "C" fn total_length() -> usize {
+    black_box(&WORDS).iter().map(|w| unsafe { strlen(w.as_ptr()) }).sum()
+}
+#[no_mangle]
+pub extern "C" fn bump_counter() -> u64 {
+    unsafe { LOADER_TEST_COUNTER.fetch_add(1, Ordering::SeqCst) + 1 }
+}
+#[no_mangle]
+pub extern "C-unwind" fn call_and_add_one(callback: extern "C-unwind" fn() -> u64) -> u64 {
+    callback() + 1
+}
+"#;
+
+const PATCH_ROOTS: &[&str] = &[
+    "word_initial",
+    "total_length",
+    "bump_counter",
+    "call_and_add_one",
+];
+
+/// −256 MiB and −512 MiB in the executable's link-time coordinates: distinct per test, since
+/// the tests of this file share one address space.
+const BASE_FOR_RUNNING: u64 = 0xffff_ffff_f000_0000;
+const BASE_FOR_REFUSALS: u64 = 0xffff_ffff_e000_0000;
+
+/// Link-time address of `name` in the ELF file at `path`, from its `.symtab`.
+fn symbol_value(path: &Path, name: &str) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    file.symbols()
+        .find(|symbol| symbol.name() == Ok(name))
+        .unwrap_or_else(|| panic!("{name} in {}", path.display()))
+        .address()
+}
+
+/// Builds the patch for this test process at `base`.
+fn link_patch_for_this_process(dir: &Path, base: u64) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let counter = symbol_value(&exe, "LOADER_TEST_COUNTER");
+    link_image(
+        dir,
+        &ImageSpec {
+            name: "patch",
+            source: PATCH_SOURCE,
+            base,
+            exe_symbols: &[("LOADER_TEST_COUNTER", counter)],
+            roots: PATCH_ROOTS,
+        },
+    )
+}
+
+fn load_bias() -> u64 {
+    hotreload::identity::executable().load_bias
+}
+
+/// libgcc's view of the frames it can unwind.
+#[repr(C)]
+struct DwarfEhBases {
+    text: *mut c_void,
+    data: *mut c_void,
+    function: *mut c_void,
+}
+
+extern "C" {
+    fn _Unwind_Find_FDE(pc: *const c_void, bases: *mut DwarfEhBases) -> *const c_void;
+}
+
+fn unwinder_knows(address: u64) -> bool {
+    let mut bases = DwarfEhBases {
+        text: std::ptr::null_mut(),
+        data: std::ptr::null_mut(),
+        function: std::ptr::null_mut(),
+    };
+    // SAFETY: `_Unwind_Find_FDE` only reads the unwinder's tables and fills `bases`.
+    !unsafe { _Unwind_Find_FDE(address as *const c_void, &mut bases) }.is_null()
+}
+
+/// Permissions of the mapping holding `address`, as `/proc/self/maps` shows them.
+fn mapping_permissions(address: u64) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().find_map(|line| {
+        let (range, rest) = line.split_once(' ')?;
+        let (start, end) = range.split_once('-')?;
+        let range = u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?;
+        range.contains(&address).then(|| rest[..4].to_string())
+    })
+}
+
+extern "C-unwind" fn forty_one() -> u64 {
+    41
+}
+
+extern "C-unwind" fn panics() -> u64 {
+    panic!("raised below a patched frame")
+}
+
+#[test]
+fn loads_relocates_runs_and_unloads_a_real_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let image_path = link_patch_for_this_process(dir.path(), BASE_FOR_RUNNING);
+    let bias = load_bias();
+    let started = Instant::now();
+    let image = load(&image_path, bias).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("loaded {} in {:?}", image_path.display(), started.elapsed());
+    let at = |name| bias.wrapping_add(symbol_value(&image_path, name));
+    assert_eq!(image.range().start, bias.wrapping_add(BASE_FOR_RUNNING));
+    assert!(image.range().contains(&at("total_length")));
+
+    // SAFETY: each address is the runtime address of an image function with this
+    // signature (see PATCH_SOURCE); the image stays mapped until `unload` below.
+    let (word_initial, total_length, bump_counter, call_and_add_one) = unsafe {
+        (
+            std::mem::transmute::<u64, extern "C" fn(usize) -> u8>(at("word_initial")),
+            std::mem::transmute::<u64, extern "C" fn() -> usize>(at("total_length")),
+            std::mem::transmute::<u64, extern "C" fn() -> u64>(at("bump_counter")),
+            std::mem::transmute::<u64, extern "C-unwind" fn(extern "C-unwind" fn() -> u64) -> u64>(
+                at("call_and_add_one"),
+            ),
+        )
+    };
+    assert_eq!(
+        [0, 1, 2, 3].map(|index| word_initial(index)),
+        [b'a', b'b', b'g', 0]
+    );
+    assert_eq!(total_length(), "alphabetagamma".len());
+    LOADER_TEST_COUNTER.store(41, Ordering::SeqCst);
+    assert_eq!(bump_counter(), 42);
+    assert_eq!(LOADER_TEST_COUNTER.load(Ordering::SeqCst), 42);
+
+    assert_eq!(call_and_add_one(forty_one), 42);
+    let caught = std::panic::catch_unwind(|| call_and_add_one(panics)).unwrap_err();
+    assert_eq!(
+        caught.downcast_ref::<&str>(),
+        Some(&"raised below a patched frame")
+    );
+    assert!(unwinder_knows(at("call_and_add_one")));
+
+    assert_eq!(
+        mapping_permissions(image.range().start).as_deref(),
+        Some("r--p")
+    );
+    assert_eq!(
+        mapping_permissions(at("total_length")).as_deref(),
+        Some("r-xp")
+    );
+
+    let range = image.range();
+    // SAFETY: the functions above returned and are not called again.
+    unsafe { image.unload() }.unwrap();
+    assert!(!unwinder_knows(at("call_and_add_one")));
+    assert_eq!(mapping_permissions(range.start), None);
+    assert_eq!(mapping_permissions(range.end - 1), None);
+}
+
+fn refusal(path: &Path) -> String {
+    match load(path, load_bias()) {
+        Ok(image) => panic!("{} was loaded at {:x?}", path.display(), image.range()),
+        Err(error) => error.to_string(),
+    }
+}
+
+fn copy_with_mode(from: &Path, to: &Path, mode: u32) {
+    std::fs::copy(from, to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn refuses_unsafe_files_corrupt_images_and_taken_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let image_path = link_patch_for_this_process(dir.path(), BASE_FOR_REFUSALS);
+    let image_bytes = std::fs::read(&image_path).unwrap();
+
+    let group_writable = dir.path().join("group-writable.elf");
+    copy_with_mode(&image_path, &group_writable, 0o664);
+    let reason = refusal(&group_writable);
+    assert!(
+        reason.contains("has mode 664: writable by group or others"),
+        "{reason}"
+    );
+
+    let foreign = dir.path().join("foreign.elf");
+    copy_with_mode(&image_path, &foreign, 0o644);
+    match std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)) {
+        Ok(()) => {
+            let reason = refusal(&foreign);
+            assert!(reason.contains("is owned by uid 65534"), "{reason}");
+        }
+        Err(error) => eprintln!("skipped the foreign-owner case (not root?): {error}"),
+    }
+
+    let truncated = dir.path().join("truncated.elf");
+    std::fs::write(&truncated, &image_bytes[..image_bytes.len() / 2]).unwrap();
+    let reason = refusal(&truncated);
+    assert!(reason.contains("is corrupt"), "{reason}");
+
+    let garbage = dir.path().join("garbage.elf");
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&garbage, noise).unwrap();
+    let reason = refusal(&garbage);
+    assert!(reason.contains("is corrupt: not an ELF64"), "{reason}");
+
+    let first: LoadedImage = load(&image_path, load_bias()).unwrap_or_else(|e| panic!("{e}"));
+    let reason = refusal(&image_path);
+    assert!(
+        reason.contains(&format!(
+            "address range {:#x}..{:#x} is no longer free",
+            first.range().start,
+            first.range().end
+        )),
+        "{reason}"
+    );
+    // SAFETY: nothing ever ran in or pointed into this image.
+    unsafe { first.unload() }.unwrap();
+}
+
+/// The agent fixture under a socket: its stdin/stdout and both ends of the socket.
+struct AgentFixture {
+    child: std::process::Child,
+    stdout: BufReader<ChildStdout>,
+    replies: BufReader<UnixStream>,
+    requests: UnixStream,
+    hello: Hello,
+}
+
+impl AgentFixture {
+    fn start(socket: &Path) -> AgentFixture {
+        let listener = UnixListener::bind(socket).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agent_fixture"))
+            .env(hotreload::protocol::SOCKET_ENV, socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (requests, _) = listener.accept().unwrap();
+        requests
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut replies = BufReader::new(requests.try_clone().unwrap());
+        let Some(Reply::Hello(hello)) = receive(&mut replies).unwrap() else {
+            panic!("the agent says hello first")
+        };
+        AgentFixture {
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            child,
+            replies,
+            requests,
+            hello,
+        }
+    }
+
+    fn apply(&mut self, id: u64, image: PatchImage, update: SlotUpdate) -> Reply {
+        let request = Request::Apply {
+            id,
+            image: Some(image),
+            updates: vec![update],
+        };
+        send(&mut self.requests, &request).unwrap();
+        receive(&mut self.replies).unwrap().expect("a reply")
+    }
+
+    /// Sends one stdin command and returns the next stdout line.
+    fn say(&mut self, command: &str) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        self.next_line()
+    }
+
+    fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim_end().to_string()
+    }
+}
+
+impl Drop for AgentFixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn refusal_reason(reply: Reply) -> String {
+    match reply {
+        Reply::Refused { reason, .. } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn apply_with_an_image_checks_build_id_then_maps_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = AgentFixture::start(&dir.path().join("agent.sock"));
+    let image_path = link_image(
+        dir.path(),
+        &ImageSpec {
+            name: "word",
+            source:
+                "#![no_std]\n#[no_mangle]\npub fn patched_word() -> &'static str { \"patched\" }\n",
+            base: BASE_FOR_RUNNING,
+            exe_symbols: &[],
+            roots: &["patched_word"],
+        },
+    );
+    let word = app
+        .hello
+        .slots
+        .iter()
+        .find(|slot| slot.path == "agent_fixture::word")
+        .unwrap()
+        .clone();
+    let to_patched_word = SlotUpdate {
+        slot: word.slot,
+        fingerprint: word.fingerprint,
+        target: app
+            .hello
+            .load_bias
+            .wrapping_add(symbol_value(&image_path, "patched_word")),
+    };
+    let image = |build_id: &str| PatchImage {
+        path: image_path.display().to_string(),
+        build_id: build_id.to_string(),
+    };
+    let own_build_id = app.hello.build_id.clone();
+
+    let reason = refusal_reason(app.apply(1, image("00ff"), to_patched_word.clone()));
+    assert_eq!(
+        reason,
+        format!("patch built for another executable (build-id 00ff, this program is {own_build_id}): restart `hotpatch run`")
+    );
+    assert_eq!(app.say("word"), "word=old number=1");
+
+    let wrong_signature = SlotUpdate {
+        fingerprint: word.fingerprint ^ 1,
+        ..to_patched_word.clone()
+    };
+    let reason = refusal_reason(app.apply(2, image(&own_build_id), wrong_signature));
+    assert!(
+        reason.contains("signature of `agent_fixture::word` changed"),
+        "{reason}"
+    );
+    assert_eq!(app.say("word"), "word=old number=1");
+
+    // Same image, same range again: only possible because the refusal above unmapped it.
+    assert_eq!(
+        app.apply(3, image(&own_build_id), to_patched_word.clone()),
+        Reply::Applied {
+            id: 3,
+            generation: 1
+        }
+    );
+    assert_eq!(
+        app.next_line(),
+        "on_patch generation=1 rewired=agent_fixture::word"
+    );
+    assert_eq!(app.say("word"), "word=patched number=1");
+
+    // An applied image stays mapped, so its range is taken now.
+    let reason = refusal_reason(app.apply(4, image(&own_build_id), to_patched_word));
+    assert!(reason.contains("is no longer free"), "{reason}");
+    assert_eq!(app.say("word"), "word=patched number=1");
+}
