@@ -51,6 +51,23 @@ enum Command {
         before the latest)."
     )]
     Diff(DiffArgs),
+    /// Build, run the program, and patch it live on every save
+    #[command(
+        long_about = "Build the selected binary, run it, and patch it live on every save.\n\n\
+        hotpatch watches the workspace's sources. When a file of the binary crate is saved, it \
+        recompiles that crate alone with the recorded rustc invocation, diffs it against the \
+        running build, links the changed functions (and their callers up to #[hotreload] \
+        functions) into a patch image and has the program map it and rewire its slots. The \
+        program keeps its state: statics, thread-locals, heap, open files and windows.\n\n\
+        hotpatch's own messages go to its stderr; the program's stdin, stdout and stderr are \
+        untouched. With `--message-format json` each message is one JSON object with an \
+        \"event\" field: build-finished, app-started, patch-applied, no-change, patch-refused, \
+        compile-error, warning, app-exited. When the program exits, hotpatch exits with its status.",
+        after_help = "Examples:\n  \
+        hotpatch run -p demo-app\n  \
+        hotpatch run --manifest-path ../game/Cargo.toml -- --level 3"
+    )]
+    Run(patcher::run::RunArgs),
     /// List the revisions in the store
     Revisions(RevisionsArgs),
 }
@@ -86,6 +103,17 @@ fn main() -> ExitCode {
         Command::Build(args) => run_build(&args),
         Command::Diff(args) => run_diff(&args),
         Command::Revisions(args) => run_revisions(&args),
+        Command::Run(args) => {
+            return match patcher::capture::current_exe()
+                .and_then(|exe| patcher::run::run(&args, &exe))
+            {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

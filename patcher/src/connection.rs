@@ -1,0 +1,139 @@
+//! The patcher's end of the socket the running program's agent connects to.
+//!
+//! The socket lives in a fresh directory only this user can open (0700) and is itself 0600,
+//! so no one else can deliver patches to the program.
+
+use hotreload::protocol::{
+    receive, send, Hello, PatchImage, Reply, Request, SlotUpdate, PROTOCOL_VERSION,
+};
+use linker_shim::{Context, Error, Result};
+use std::io::BufReader;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A listening socket waiting for the program to say hello.
+pub struct AppListener {
+    listener: UnixListener,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AppListener {
+    pub fn bind() -> Result<AppListener> {
+        let dir = tempfile::Builder::new()
+            .prefix("hotpatch-")
+            .tempdir()
+            .context(|| "could not create the socket directory".into())?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .context(|| format!("could not protect {}", dir.path().display()))?;
+        let path = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&path)
+            .context(|| format!("could not listen on {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .context(|| format!("could not protect {}", path.display()))?;
+        listener
+            .set_nonblocking(true)
+            .context(|| "could not configure the socket".into())?;
+        Ok(AppListener {
+            listener,
+            path,
+            _dir: dir,
+        })
+    }
+
+    /// The path to hand the program in `HOTPATCH_SOCKET`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the program's agent to connect and say hello. Gives up after `patience`, or
+    /// as soon as `still_running` says the program is gone.
+    pub fn accept(
+        &self,
+        patience: Duration,
+        mut still_running: impl FnMut() -> bool,
+    ) -> Result<AppConnection> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => return AppConnection::handshake(stream),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) => {
+                    return Err(Error::new(format!(
+                        "accepting the program's connection failed: {error}"
+                    )))
+                }
+            }
+            if !still_running() {
+                return Err(Error::new("the program exited before connecting"));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::new(format!(
+                    "the program did not connect within {} s: does it depend on `hotreload` (with its default `enabled` feature)?",
+                    patience.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A connected program.
+pub struct AppConnection {
+    pub hello: Hello,
+    replies: BufReader<UnixStream>,
+    requests: UnixStream,
+    next_id: u64,
+}
+
+impl AppConnection {
+    fn handshake(stream: UnixStream) -> Result<AppConnection> {
+        stream
+            .set_nonblocking(false)
+            .context(|| "could not configure the connection".into())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .context(|| "could not configure the connection".into())?;
+        let mut replies = BufReader::new(
+            stream
+                .try_clone()
+                .context(|| "could not clone the connection".into())?,
+        );
+        let hello = match receive::<Reply>(&mut replies)
+            .context(|| "the program's hello was unreadable".into())?
+        {
+            Some(Reply::Hello(hello)) => hello,
+            other => {
+                return Err(Error::new(format!(
+                    "the program sent {other:?} instead of a hello"
+                )))
+            }
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(Error::new(format!(
+                "the program's hotreload speaks protocol {} and this hotpatch {PROTOCOL_VERSION}: use the same version of both",
+                hello.protocol_version
+            )));
+        }
+        Ok(AppConnection {
+            hello,
+            replies,
+            requests: stream,
+            next_id: 1,
+        })
+    }
+
+    /// Sends one patch and waits for the program's answer.
+    pub fn apply(&mut self, image: Option<PatchImage>, updates: Vec<SlotUpdate>) -> Result<Reply> {
+        let id = self.next_id;
+        self.next_id += 1;
+        send(&mut self.requests, &Request::Apply { id, image, updates })
+            .context(|| "could not send the patch".into())?;
+        match receive::<Reply>(&mut self.replies).context(|| "no answer from the program".into())? {
+            Some(reply) => Ok(reply),
+            None => Err(Error::new("the program closed the connection")),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The running program's executable, parsed once per session: where each of its symbols
+//! lives, so a patch can bind to the running instances instead of making new ones.
+//!
+//! A dev-profile executable keeps `.symtab`, with Rust items as LOCAL symbols (the linker
+//! demotes hidden ones); `.dynsym` has none of them, so `.symtab` is the source of truth.
+
+use linker_shim::{Context, Error, Result};
+use object::elf::PT_TLS;
+use object::read::elf::{ElfFile64, ProgramHeader};
+use object::{Object, ObjectSymbol, SymbolKind};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// What kind of thing a symbol of the executable is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExeSymbolKind {
+    Function,
+    Data,
+    ThreadLocal,
+}
+
+/// One uniquely named symbol of the executable, in its link-time coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExeSymbol {
+    /// Link-time address; for thread-locals, the offset inside the TLS segment.
+    pub address: u64,
+    pub size: u64,
+    pub kind: ExeSymbolKind,
+}
+
+/// The executable a session patches.
+#[derive(Debug)]
+pub struct BaseExecutable {
+    pub path: PathBuf,
+    pub build_id: String,
+    /// Names defined exactly once (a name defined at two addresses can't be bound to).
+    symbols: HashMap<String, ExeSymbol>,
+    functions_by_address: HashMap<u64, String>,
+    /// `align_up(PT_TLS.p_memsz, PT_TLS.p_align)`: x86-64 variant II puts the executable's TLS
+    /// block right below the thread pointer, so a TLS symbol's `%fs` offset is
+    /// `st_value - tls_block_size`.
+    tls_block_size: Option<u64>,
+    /// One past the highest address the executable occupies.
+    pub end_address: u64,
+}
+
+impl BaseExecutable {
+    pub fn open(path: &Path) -> Result<BaseExecutable> {
+        let data = std::fs::read(path)
+            .context(|| format!("could not read the executable {}", path.display()))?;
+        let elf = ElfFile64::<object::LittleEndian>::parse(&*data)
+            .context(|| format!("{} is not an x86-64 ELF executable", path.display()))?;
+        let build_id = elf
+            .build_id()
+            .ok()
+            .flatten()
+            .map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
+            .ok_or_else(|| Error::new(format!("{} has no GNU build-id note", path.display())))?;
+        let endian = elf.endian();
+        let mut tls_block_size = None;
+        let mut end_address = 0;
+        for header in elf.elf_program_headers() {
+            end_address = end_address.max(header.p_vaddr(endian) + header.p_memsz(endian));
+            if header.p_type(endian) == PT_TLS {
+                let align = header.p_align(endian).max(1);
+                tls_block_size = Some(header.p_memsz(endian).div_ceil(align) * align);
+            }
+        }
+        let mut symbols: HashMap<String, ExeSymbol> = HashMap::new();
+        let mut ambiguous: Vec<String> = Vec::new();
+        let mut functions_by_address = HashMap::new();
+        for symbol in elf.symbols() {
+            let kind = match symbol.kind() {
+                SymbolKind::Text => ExeSymbolKind::Function,
+                SymbolKind::Data => ExeSymbolKind::Data,
+                SymbolKind::Tls => ExeSymbolKind::ThreadLocal,
+                _ => continue,
+            };
+            let (Ok(name), false) = (symbol.name(), symbol.is_undefined()) else {
+                continue;
+            };
+            if name.is_empty() {
+                continue;
+            }
+            let entry = ExeSymbol {
+                address: symbol.address(),
+                size: symbol.size(),
+                kind,
+            };
+            if kind == ExeSymbolKind::Function {
+                functions_by_address
+                    .entry(entry.address)
+                    .or_insert_with(|| name.to_string());
+            }
+            match symbols.get(name) {
+                Some(existing) if existing.address != entry.address => {
+                    ambiguous.push(name.to_string())
+                }
+                Some(_) => {}
+                None => {
+                    symbols.insert(name.to_string(), entry);
+                }
+            }
+        }
+        for name in ambiguous {
+            symbols.remove(&name);
+        }
+        Ok(BaseExecutable {
+            path: path.to_path_buf(),
+            build_id,
+            symbols,
+            functions_by_address,
+            tls_block_size,
+            end_address,
+        })
+    }
+
+    /// The uniquely named symbol `name`, if the executable has one.
+    pub fn symbol(&self, name: &str) -> Option<&ExeSymbol> {
+        self.symbols.get(name)
+    }
+
+    /// The function starting at link-time `address` (used to name a slot's implementation).
+    pub fn function_at(&self, address: u64) -> Option<&str> {
+        self.functions_by_address.get(&address).map(String::as_str)
+    }
+
+    /// The `%fs`-relative offset of the executable's thread-local `name`.
+    pub fn thread_pointer_offset(&self, name: &str) -> Option<i64> {
+        let symbol = self
+            .symbol(name)
+            .filter(|s| s.kind == ExeSymbolKind::ThreadLocal)?;
+        Some(symbol.address as i64 - self.tls_block_size? as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_test_executable() {
+        let exe = BaseExecutable::open(&std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(exe.build_id, hotreload::identity::executable().build_id);
+        let main = exe.symbol("main").expect("a C `main` symbol");
+        assert_eq!(main.kind, ExeSymbolKind::Function);
+        assert_eq!(exe.function_at(main.address), Some("main"));
+        assert!(exe.end_address > main.address);
+    }
+}

@@ -1,0 +1,326 @@
+//! Links a patch image: the planned objects, rewritten, linked by the real linker at a fixed
+//! address in the executable's link-time coordinates, against the executable's symbols.
+//!
+//! Every symbol the image uses from the executable is defined *relative to the image's own
+//! ELF header* (`NAME = __ehdr_start + OFFSET`, in a linker script), never as an absolute
+//! value: rip-relative references then resolve statically and absolute pointers become
+//! `R_X86_64_RELATIVE`, so one image serves every run of the executable, whatever its load
+//! bias (absolute definitions in a PIE link silently produce wrong code). The base sits a
+//! little below the executable: within ±2 GiB of it, away from the heap above it.
+
+use crate::exe::{BaseExecutable, ExeSymbolKind};
+use crate::rewrite::{rewrite_object, BindingContext, BIND_PREFIX};
+use crate::symbols::is_anonymous;
+use linker_shim::{Context, Error, Result};
+use object::elf::PT_TLS;
+use object::read::elf::{ElfFile64, ProgramHeader};
+use object::{Object, ObjectSymbol};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Where the first patch image goes: 256 MiB below the executable's link-time address 0.
+const FIRST_BASE: u64 = 0u64.wrapping_sub(256 << 20);
+/// Address space given to each image; image `n` sits `n` windows below the first.
+pub const WINDOW: u64 = 16 << 20;
+/// Images must stay within rip-relative reach (±2 GiB) of the executable.
+const MAX_WINDOWS: u64 = (2048 - 256 - 64) / 16;
+
+/// The fixed link-time base of the `index`-th image of a session.
+pub fn image_base(index: u64) -> Result<u64> {
+    if index >= MAX_WINDOWS {
+        return Err(Error::new(format!(
+            "this session used all {MAX_WINDOWS} patch address windows near the executable: restart the program"
+        )));
+    }
+    Ok(FIRST_BASE.wrapping_sub(index * WINDOW))
+}
+
+/// The tools the link needs, found once per session.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    /// rustc's bundled `ld.lld` (`<sysroot>/lib/rustlib/<host>/bin/gcc-ld/ld.lld`).
+    pub lld: PathBuf,
+    /// `libc.so.6` and `libgcc_s.so.1`, so calls into them become dynamic relocations.
+    pub shared_libraries: Vec<PathBuf>,
+}
+
+impl Toolchain {
+    /// Finds the linker of `rustc` and the C libraries through `cc`.
+    pub fn find(rustc: &Path) -> Result<Toolchain> {
+        let output = Command::new(rustc)
+            .args(["--print", "sysroot"])
+            .output()
+            .context(|| format!("could not run {}", rustc.display()))?;
+        let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        let lld = sysroot.join("lib/rustlib/x86_64-unknown-linux-gnu/bin/gcc-ld/ld.lld");
+        if !lld.exists() {
+            return Err(Error::new(format!(
+                "rustc's linker is missing: {} (is this an x86_64 Linux rustup toolchain?)",
+                lld.display()
+            )));
+        }
+        let shared_libraries = ["libc.so.6", "libgcc_s.so.1"]
+            .iter()
+            .map(|name| {
+                let found = Command::new("cc")
+                    .arg(format!("-print-file-name={name}"))
+                    .output()
+                    .context(|| "could not run cc".to_string())?;
+                let path = PathBuf::from(String::from_utf8_lossy(&found.stdout).trim());
+                if path.is_absolute() {
+                    Ok(path)
+                } else {
+                    Err(Error::new(format!("cc does not know where {name} is")))
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(Toolchain {
+            lld,
+            shared_libraries,
+        })
+    }
+}
+
+/// Everything one image link needs.
+pub struct ImageRequest<'a> {
+    pub exe: &'a BaseExecutable,
+    /// All objects of the new revision (to find definitions of anonymous data).
+    pub all_objects: &'a [PathBuf],
+    /// The planned objects.
+    pub objects: &'a BTreeSet<PathBuf>,
+    /// Names the image defines afresh: never bound to the executable's copy.
+    pub relinked: &'a BTreeSet<String>,
+    pub roots: &'a BTreeSet<String>,
+    /// Data added by earlier, still-mapped patches: name → link-time address.
+    pub earlier_patch_data: &'a HashMap<String, u64>,
+    pub base: u64,
+    /// Scratch directory for the rewritten objects and the script.
+    pub work_dir: &'a Path,
+    pub output: &'a Path,
+}
+
+/// A linked image.
+#[derive(Debug, Clone)]
+pub struct LinkedImage {
+    pub path: PathBuf,
+    /// Link-time address of each root.
+    pub roots: BTreeMap<String, u64>,
+    /// Data symbols the image defines (for later patches to bind to), with addresses.
+    pub data: HashMap<String, u64>,
+    /// Bytes of address space the image spans.
+    pub span: u64,
+    pub duration: Duration,
+}
+
+/// Rewrites the objects, writes the binding script and runs the linker.
+pub fn link_image(request: &ImageRequest<'_>, toolchain: &Toolchain) -> Result<LinkedImage> {
+    let started = Instant::now();
+    std::fs::create_dir_all(request.work_dir)
+        .context(|| format!("could not create {}", request.work_dir.display()))?;
+    let objects = objects_with_anonymous_dependencies(request)?;
+    let roots: HashSet<String> = request.roots.iter().cloned().collect();
+    let context = BindingContext {
+        exe: request.exe,
+        earlier_patch_data: request.earlier_patch_data,
+        roots: &roots,
+    };
+    let mut bindings: BTreeMap<String, u64> = BTreeMap::new();
+    let mut inputs = Vec::new();
+    for (index, object) in objects.iter().enumerate() {
+        let rewritten = request.work_dir.join(format!("{index:03}.o"));
+        bindings.extend(rewrite_object(object, &rewritten, &context)?);
+        bindings.extend(global_bindings(&rewritten, request)?);
+        inputs.push(rewritten);
+    }
+    let script = request.work_dir.join("bind.ld");
+    std::fs::write(&script, binding_script(&bindings, request.base))
+        .context(|| format!("could not write {}", script.display()))?;
+
+    let partial = request.output.with_extension("partial");
+    let mut command = Command::new(&toolchain.lld);
+    command
+        .arg("-pie")
+        .arg(format!("--image-base={:#x}", request.base))
+        .args([
+            "-z",
+            "norelro",
+            "-z",
+            "max-page-size=4096",
+            "-z",
+            "noexecstack",
+            "--hash-style=gnu",
+            "--gc-sections",
+        ])
+        .arg("-o")
+        .arg(&partial);
+    if let Some(first) = request.roots.first() {
+        command.arg(format!("--entry={first}"));
+    }
+    for root in request.roots {
+        command.arg(format!("--undefined={root}"));
+    }
+    command
+        .args(&inputs)
+        .arg(&script)
+        .args(&toolchain.shared_libraries);
+    let output = command
+        .output()
+        .context(|| format!("could not run the linker {}", toolchain.lld.display()))?;
+    if !output.status.success() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(Error::new(format!(
+            "linking the patch failed:\n{}",
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        )));
+    }
+    let mut image = inspect(&partial, request)?;
+    std::fs::rename(&partial, request.output)
+        .context(|| format!("could not write {}", request.output.display()))?;
+    image.path = request.output.to_path_buf();
+    image.duration = started.elapsed();
+    Ok(image)
+}
+
+/// The planned objects plus the objects defining anonymous data they refer to. Anonymous
+/// names (`anon.<hash>.N`, `alloc_…`) are numbered per build, so they are never bound to the
+/// executable by name: their definitions come along instead.
+fn objects_with_anonymous_dependencies(request: &ImageRequest<'_>) -> Result<Vec<PathBuf>> {
+    let mut definers: Option<HashMap<String, PathBuf>> = None;
+    let mut chosen: Vec<PathBuf> = request.objects.iter().cloned().collect();
+    let mut seen: HashSet<PathBuf> = chosen.iter().cloned().collect();
+    let mut next = 0;
+    while next < chosen.len() {
+        let data = std::fs::read(&chosen[next])
+            .context(|| format!("could not read {}", chosen[next].display()))?;
+        let file = object::File::parse(&*data)
+            .context(|| format!("could not parse {}", chosen[next].display()))?;
+        for symbol in file.symbols().filter(|s| s.is_undefined()) {
+            let Ok(name) = symbol.name() else { continue };
+            if !is_anonymous(name) {
+                continue;
+            }
+            let definers = match &mut definers {
+                Some(map) => map,
+                None => definers.insert(defining_objects(request.all_objects)?),
+            };
+            if let Some(object) = definers.get(name) {
+                if seen.insert(object.clone()) {
+                    chosen.push(object.clone());
+                }
+            }
+        }
+        next += 1;
+    }
+    Ok(chosen)
+}
+
+/// Which object defines each global symbol.
+fn defining_objects(objects: &[PathBuf]) -> Result<HashMap<String, PathBuf>> {
+    let mut map = HashMap::new();
+    for path in objects {
+        let data = std::fs::read(path).context(|| format!("could not read {}", path.display()))?;
+        let file = object::File::parse(&*data)
+            .context(|| format!("could not parse {}", path.display()))?;
+        for symbol in file
+            .symbols()
+            .filter(|s| s.is_global() && s.is_definition())
+        {
+            if let Ok(name) = symbol.name() {
+                map.insert(name.to_string(), path.clone());
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// Global names the rewritten object uses or defines that must be the executable's (or an
+/// earlier patch's) instance: everything named that the image does not define afresh.
+fn global_bindings(object: &Path, request: &ImageRequest<'_>) -> Result<BTreeMap<String, u64>> {
+    let data = std::fs::read(object).context(|| format!("could not read {}", object.display()))?;
+    let file =
+        object::File::parse(&*data).context(|| format!("could not parse {}", object.display()))?;
+    let mut bindings = BTreeMap::new();
+    for symbol in file.symbols().filter(|s| s.is_global()) {
+        let Ok(name) = symbol.name() else { continue };
+        if name.is_empty()
+            || name.starts_with(BIND_PREFIX)
+            || is_anonymous(name)
+            || request.relinked.contains(name)
+        {
+            continue;
+        }
+        let address = match request.exe.symbol(name) {
+            Some(s) if s.kind != ExeSymbolKind::ThreadLocal => Some(s.address),
+            Some(_) => None,
+            None => request.earlier_patch_data.get(name).copied(),
+        };
+        if let Some(address) = address {
+            bindings.insert(name.to_string(), address);
+        }
+    }
+    Ok(bindings)
+}
+
+/// The linker script: each binding relative to the image's ELF header, and a zero
+/// terminator after `.eh_frame` (lld writes none; `__register_frame` needs it).
+fn binding_script(bindings: &BTreeMap<String, u64>, base: u64) -> String {
+    let mut script = String::new();
+    for (name, address) in bindings {
+        let offset = address.wrapping_sub(base);
+        let _ = writeln!(script, "\"{name}\" = __ehdr_start + {offset:#x};");
+    }
+    script.push_str("SECTIONS { .eh_frame_terminator : { LONG(0) } } INSERT AFTER .eh_frame;\n");
+    script
+}
+
+/// Reads back what the image defines and checks it is loadable.
+fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
+    let data = std::fs::read(path).context(|| format!("could not read {}", path.display()))?;
+    let elf = ElfFile64::<object::LittleEndian>::parse(&*data)
+        .context(|| format!("the linker wrote an unreadable {}", path.display()))?;
+    let endian = elf.endian();
+    let mut low = u64::MAX;
+    let mut high = 0;
+    for header in elf.elf_program_headers() {
+        if header.p_type(endian) == PT_TLS {
+            return Err(Error::new("the patch would need thread-local storage of its own (a new `thread_local!`?): restart the program"));
+        }
+        if header.p_type(endian) == object::elf::PT_LOAD {
+            low = low.min(header.p_vaddr(endian));
+            high = high.max(header.p_vaddr(endian) + header.p_memsz(endian));
+        }
+    }
+    let span = high.saturating_sub(low);
+    if span > WINDOW {
+        return Err(Error::new(format!("the patch image spans {span} bytes, more than its {WINDOW}-byte window: restart the program")));
+    }
+    let mut roots = BTreeMap::new();
+    let mut data_symbols = HashMap::new();
+    for symbol in elf.symbols().filter(|s| s.is_definition()) {
+        let Ok(name) = symbol.name() else { continue };
+        if request.roots.contains(name) {
+            roots.insert(name.to_string(), symbol.address());
+        } else if symbol.kind() == object::SymbolKind::Data
+            && request.exe.symbol(name).is_none()
+            && !is_anonymous(name)
+        {
+            data_symbols.insert(name.to_string(), symbol.address());
+        }
+    }
+    if let Some(missing) = request.roots.iter().find(|r| !roots.contains_key(*r)) {
+        return Err(Error::new(format!(
+            "the linked patch lacks `{}`",
+            crate::diff::demangle(missing)
+        )));
+    }
+    Ok(LinkedImage {
+        path: path.to_path_buf(),
+        roots,
+        data: data_symbols,
+        span,
+        duration: Duration::ZERO,
+    })
+}

@@ -1,0 +1,159 @@
+//! What goes into a patch, decided from the diff against the running base revision.
+//!
+//! Patches are cumulative: each one holds everything that changed since the program started,
+//! so there are never chains. The image gets the changed and added functions, plus every
+//! unchanged caller on the way from a changed function up to a `#[hotreload]` implementation
+//! (an unchanged caller calls the old callee by address, so it must be relinked too). Those
+//! implementations are the roots: their slots are rewired to the image.
+
+use crate::diff::{demangle, ChangeStatus, SymbolDiff};
+use crate::symbols::SymbolKind;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Suffix of the demangled name of every `#[hotreload]` implementation function.
+pub const IMPLEMENTATION_SUFFIX: &str = "::__hotreload_impl";
+
+/// True for the symbol of a `#[hotreload]` implementation (a slot target).
+pub fn is_slot_implementation(mangled: &str) -> bool {
+    demangle(mangled).ends_with(IMPLEMENTATION_SUFFIX)
+}
+
+/// The contents of one patch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatchPlan {
+    /// Mangled names of every function the image defines afresh (never bound to the
+    /// executable's copy): changed, added, and the callers relinked on the way to a root.
+    pub relinked: BTreeSet<String>,
+    /// Slot implementations to rewire (a subset of `relinked`).
+    pub roots: BTreeSet<String>,
+    /// Data the edit added: it lives in the image.
+    pub added_data: BTreeSet<String>,
+    /// Objects of the new revision that define something in `relinked` or `added_data`.
+    pub objects: BTreeSet<PathBuf>,
+    /// Demangled names, for reports.
+    pub changed: Vec<String>,
+    pub added: Vec<String>,
+    /// Changed functions no `#[hotreload]` function reaches: their callers keep the old code.
+    pub unreachable: Vec<String>,
+}
+
+/// Why an edit can't be patched into the running program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A static or thread-local changed size, section or kind.
+    DataLayout(Vec<String>),
+    /// A new `thread_local!`.
+    NewThreadLocal(Vec<String>),
+    /// Nothing that changed is reachable from a `#[hotreload]` function.
+    NoSlotReached(Vec<String>),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::DataLayout(items) => write!(
+                f,
+                "the layout of existing data changed ({}); the running program's data can't be migrated: restart to apply this edit",
+                items.join("; ")
+            ),
+            Refusal::NewThreadLocal(items) => write!(
+                f,
+                "the edit adds thread-locals ({}); a running program can't grow its threads' TLS blocks: restart to apply this edit",
+                items.join(", ")
+            ),
+            Refusal::NoSlotReached(items) => write!(
+                f,
+                "no #[hotreload] function calls the changed code ({}), so nothing would run it: mark a caller #[hotreload] or restart",
+                items.join(", ")
+            ),
+        }
+    }
+}
+
+/// Plans a patch from the diff of the base revision against the new one. `Ok(None)` when
+/// the edit changed no function (a comment, formatting).
+pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
+    if !diff.layout_changes.is_empty() {
+        return Err(Refusal::DataLayout(
+            diff.layout_changes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "`{}`: {} → {} bytes, {} → {}",
+                        c.demangled, c.old_size, c.new_size, c.old_section, c.new_section
+                    )
+                })
+                .collect(),
+        ));
+    }
+    let new_thread_locals: Vec<String> = diff
+        .with_status(ChangeStatus::Added)
+        .filter(|s| s.kind == SymbolKind::ThreadLocal)
+        .map(|s| format!("`{}`", s.demangled))
+        .collect();
+    if !new_thread_locals.is_empty() {
+        return Err(Refusal::NewThreadLocal(new_thread_locals));
+    }
+    let changed: Vec<_> = diff
+        .with_status(ChangeStatus::Changed)
+        .filter(|s| s.kind == SymbolKind::Function)
+        .collect();
+    let added: Vec<_> = diff.with_status(ChangeStatus::Added).collect();
+    if changed.is_empty() && added.iter().all(|s| s.kind != SymbolKind::Function) {
+        return Ok(None);
+    }
+
+    let mut plan = PatchPlan::default();
+    let mut unreachable = Vec::new();
+    for function in &changed {
+        plan.relinked.insert(function.mangled.clone());
+        let mut reached_root = is_slot_implementation(&function.mangled);
+        if reached_root {
+            // Its slot is rewired: callers keep calling through the slot, nothing to relink.
+            plan.roots.insert(function.mangled.clone());
+            continue;
+        }
+        for caller in diff.referrer_closure([function.mangled.as_str()], is_slot_implementation) {
+            if is_slot_implementation(&caller) {
+                reached_root = true;
+                plan.roots.insert(caller.clone());
+            }
+            plan.relinked.insert(caller);
+        }
+        if !reached_root {
+            unreachable.push(function.demangled.clone());
+        }
+    }
+    if plan.roots.is_empty() && !changed.is_empty() {
+        return Err(Refusal::NoSlotReached(
+            unreachable.iter().map(|n| format!("`{n}`")).collect(),
+        ));
+    }
+    for symbol in &added {
+        match symbol.kind {
+            SymbolKind::Function => plan.relinked.insert(symbol.mangled.clone()),
+            _ => plan.added_data.insert(symbol.mangled.clone()),
+        };
+    }
+    let definitions: BTreeMap<&str, _> = diff
+        .symbols
+        .iter()
+        .map(|s| (s.mangled.as_str(), &s.definitions))
+        .collect();
+    for name in plan.relinked.iter().chain(&plan.added_data) {
+        if let Some(defined) = definitions.get(name.as_str()) {
+            plan.objects
+                .extend(defined.iter().map(|d| d.object.clone()));
+        }
+    }
+    plan.changed = changed.iter().map(|s| s.demangled.clone()).collect();
+    plan.added = added
+        .iter()
+        .filter(|s| s.kind == SymbolKind::Function)
+        .map(|s| s.demangled.clone())
+        .collect();
+    plan.unreachable = unreachable;
+    Ok(Some(plan))
+}
