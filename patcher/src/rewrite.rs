@@ -57,7 +57,7 @@ pub fn rewrite_object(
 ) -> Result<BTreeMap<String, u64>> {
     let mut data =
         std::fs::read(input).context(|| format!("could not read {}", input.display()))?;
-    retype_groups(&mut data)
+    normalise_section_headers(&mut data)
         .context(|| format!("could not parse the object {}", input.display()))?;
     let mut builder = Builder::read(&*data)
         .context(|| format!("could not parse the object {}", input.display()))?;
@@ -90,7 +90,6 @@ pub fn rewrite_object(
             section.delete = true;
             deleted.push(section.id());
         }
-        section.sh_flags &= !u64::from(elf::SHF_GROUP);
     }
     for section in builder.sections.iter_mut() {
         if section
@@ -121,24 +120,38 @@ pub fn rewrite_object(
 
 const GROUP_SECTION: &[u8] = b".group";
 
-/// `object`'s ELF builder can't read `SHT_GROUP` sections; they are deleted anyway, so they
-/// are first turned into plain data in the raw bytes.
-fn retype_groups(data: &mut [u8]) -> object::read::Result<()> {
+/// Prepares the raw section headers for `object`'s ELF builder, which can't read
+/// `SHT_GROUP` sections and only follows a relocation section's `sh_info` when the section
+/// says so (`SHF_INFO_LINK`, which LLVM leaves off for COMDAT members). Groups are deleted
+/// later, so they become plain data here; their members lose `SHF_GROUP`.
+fn normalise_section_headers(data: &mut [u8]) -> object::read::Result<()> {
     use object::read::elf::{FileHeader, SectionHeader};
     let endian = object::LittleEndian;
     let header = elf::FileHeader64::<object::LittleEndian>::parse(&*data)?;
     let table_offset = header.e_shoff(endian) as usize;
-    let groups: Vec<usize> = header
+    let fixes: Vec<(usize, u32, u64)> = header
         .section_headers(endian, &*data)?
         .iter()
         .enumerate()
-        .filter(|(_, section)| section.sh_type(endian) == elf::SHT_GROUP)
-        .map(|(index, _)| index)
+        .map(|(index, section)| {
+            let (sh_type, mut flags) = (section.sh_type(endian), section.sh_flags(endian));
+            flags &= !u64::from(elf::SHF_GROUP);
+            if sh_type == elf::SHT_RELA {
+                flags |= u64::from(elf::SHF_INFO_LINK);
+            }
+            let sh_type = if sh_type == elf::SHT_GROUP {
+                elf::SHT_PROGBITS
+            } else {
+                sh_type
+            };
+            (index, sh_type, flags)
+        })
         .collect();
     let entry_size = size_of::<elf::SectionHeader64<object::LittleEndian>>();
-    for index in groups {
-        let sh_type = table_offset + index * entry_size + 4;
-        data[sh_type..sh_type + 4].copy_from_slice(&elf::SHT_PROGBITS.to_le_bytes());
+    for (index, sh_type, flags) in fixes {
+        let at = table_offset + index * entry_size;
+        data[at + 4..at + 8].copy_from_slice(&sh_type.to_le_bytes());
+        data[at + 8..at + 16].copy_from_slice(&flags.to_le_bytes());
     }
     Ok(())
 }

@@ -36,6 +36,9 @@ enum Event<'a> {
     AppStarted {
         pid: u32,
     },
+    Watching {
+        directories: Vec<PathBuf>,
+    },
     PatchApplied {
         patch: &'a PreparedPatch,
         generation: u64,
@@ -80,6 +83,9 @@ impl Reporter {
     fn json(&self, event: &Event<'_>) -> Value {
         match event {
             Event::AppStarted { pid } => json!({"event": "app-started", "pid": pid}),
+            Event::Watching { directories } => {
+                json!({"event": "watching", "directories": directories})
+            }
             Event::PatchApplied {
                 patch,
                 generation,
@@ -119,10 +125,7 @@ impl Reporter {
     fn human(&self, event: &Event<'_>) -> String {
         let program = &self.program;
         match event {
-            Event::AppStarted { pid } => format!(
-                "{:>12} {program} (pid {pid}); edit and save to patch it",
-                "Running"
-            ),
+            Event::AppStarted { pid } => format!("{:>12} {program} (pid {pid})", "Running"),
             Event::PatchApplied {
                 patch, load, total, ..
             } => {
@@ -144,6 +147,17 @@ impl Reporter {
                     ));
                 }
                 line
+            }
+            Event::Watching { directories } => {
+                let list: Vec<_> = directories
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect();
+                format!(
+                    "{:>12} {} for changes; edit and save to patch {program}",
+                    "Watching",
+                    list.join(", ")
+                )
             }
             Event::NothingChanged { total } => format!(
                 "{:>12} no function changed ({:.0} ms)",
@@ -208,7 +222,12 @@ pub fn run(args: &RunArgs, hotpatch_exe: &Path) -> Result<ExitCode> {
     let mut patching = match connection {
         Ok(connection) => {
             match start_patching(&outcome, &workspace, connection, hotpatch_exe, signals) {
-                Ok(patching) => Some(patching),
+                Ok(patching) => {
+                    reporter.emit(Event::Watching {
+                        directories: patching.watched.clone(),
+                    });
+                    Some(patching)
+                }
                 Err(error) => {
                     reporter.emit(Event::Warning {
                         message: format!("{error}; running without patching"),
@@ -251,6 +270,8 @@ struct Patching {
     session: Session,
     connection: AppConnection,
     sources: CrateSources,
+    /// The source directories watched.
+    watched: Vec<PathBuf>,
     _watcher: crate::watch::SourceWatcher,
 }
 
@@ -293,6 +314,7 @@ fn start_patching(
         session,
         connection,
         sources,
+        watched: roots,
         _watcher: watcher,
     })
 }

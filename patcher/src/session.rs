@@ -117,6 +117,10 @@ impl Session {
             .join(format!("{}-{}", hello.pid, base.id));
         std::fs::create_dir_all(&patches_dir)
             .context(|| format!("could not create {}", patches_dir.display()))?;
+        // The program may run in another directory: it gets absolute image paths.
+        let patches_dir = patches_dir
+            .canonicalize()
+            .context(|| format!("could not resolve {}", patches_dir.display()))?;
         Ok(Session {
             base_index: SymbolIndex::load(&base)?,
             store,

@@ -26,12 +26,13 @@ pub fn watch(roots: &[PathBuf], changed: Sender<Vec<PathBuf>>) -> Result<SourceW
     for root in roots {
         contents.remember_tree(root);
     }
+    let watched = roots.to_vec();
     let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {
         let Ok(events) = events else { return };
         let files: BTreeSet<PathBuf> = events
             .into_iter()
             .map(|e| e.path)
-            .filter(|p| is_source(p) && contents.changed(p))
+            .filter(|p| is_source_below(&watched, p) && contents.changed(p))
             .collect();
         if !files.is_empty() {
             let _ = changed.send(files.into_iter().collect());
@@ -64,7 +65,7 @@ impl ContentTracker {
             let path = entry.path();
             if path.is_dir() {
                 self.remember_tree(&path);
-            } else if is_source(&path) {
+            } else if path.extension().is_some_and(|e| e == "rs") {
                 self.changed(&path);
             }
         }
@@ -82,6 +83,15 @@ impl ContentTracker {
             None => self.hashes.remove(path).is_some(),
         }
     }
+}
+
+/// `is_source` for the part of `path` below the watched root that holds it: a project may
+/// itself live under a directory called `target` or a hidden one.
+fn is_source_below(roots: &[PathBuf], path: &Path) -> bool {
+    roots
+        .iter()
+        .find_map(|root| path.strip_prefix(root).ok())
+        .is_some_and(is_source)
 }
 
 /// A Rust source file worth reacting to: not under `target/`, not hidden, not an editor's
@@ -160,6 +170,20 @@ mod tests {
         assert!(!is_source(Path::new("/w/app/src/main.rs~")));
         assert!(!is_source(Path::new("/w/app/.git/x.rs")));
         assert!(!is_source(Path::new("/w/app/Cargo.toml")));
+    }
+
+    #[test]
+    fn only_the_part_below_the_watched_root_counts() {
+        let roots = [PathBuf::from("/home/me/target/.work/app/src")];
+        assert!(is_source_below(
+            &roots,
+            Path::new("/home/me/target/.work/app/src/main.rs")
+        ));
+        assert!(!is_source_below(
+            &roots,
+            Path::new("/home/me/target/.work/app/src/.hidden/x.rs")
+        ));
+        assert!(!is_source_below(&roots, Path::new("/elsewhere/main.rs")));
     }
 
     #[test]

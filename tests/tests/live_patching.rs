@@ -1,0 +1,302 @@
+//! Patching a running program end to end: a real `hotpatch run` builds a fixture program,
+//! starts it, and each test edits its source and asserts what the *same* process prints
+//! next — new behaviour, with statics, module-private statics and thread-locals intact.
+
+use hotreload::protocol::{receive, send, Reply, Request, SlotUpdate, SOCKET_ENV};
+use object::{Object, ObjectSymbol};
+use std::io::BufReader;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use tests::fixture::FixtureCrate;
+use tests::live::{field, number, LiveSession};
+
+/// The program under test: two threads print a line every 20 ms through `#[hotreload]`
+/// functions, with a public static, a module-private static and a thread-local counter.
+const PROGRAM: &str = r#"use hotreload::hotreload;
+use std::cell::Cell;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub static FRAMES: AtomicU64 = AtomicU64::new(0);
+
+mod counter {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PRIVATE: AtomicU64 = AtomicU64::new(0);
+    pub fn next() -> u64 {
+        PRIVATE.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+thread_local! {
+    static PER_THREAD: Cell<u64> = const { Cell::new(0) };
+}
+
+fn tick() -> u64 {
+    PER_THREAD.with(|count| {
+        count.set(count.get() + 1);
+        count.get()
+    })
+}
+
+fn shade() -> u32 {
+    1
+}
+
+#[hotreload]
+fn frame(thread: &str) -> String {
+    let frames = FRAMES.fetch_add(1, Ordering::Relaxed) + 1;
+    format!(
+        "thread={thread} frames={frames} private={} tls={} shade={} word=alpha",
+        counter::next(),
+        tick(),
+        shade()
+    )
+}
+
+#[hotreload]
+fn risky(n: u64) -> u64 {
+    n + 1
+}
+
+fn print(line: String) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn main() {
+    std::thread::spawn(|| loop {
+        print(frame("worker"));
+        std::thread::sleep(Duration::from_millis(20));
+    });
+    std::panic::set_hook(Box::new(|_| {}));
+    loop {
+        print(frame("main"));
+        let outcome = std::panic::catch_unwind(|| risky(7));
+        print(format!("risky={}", outcome.map_or("panicked".to_string(), |v| v.to_string())));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+"#;
+
+fn start(name: &str) -> LiveSession {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    LiveSession::start(FixtureCrate::create_hot(base, name, PROGRAM), &[])
+}
+
+fn on(thread: &'static str) -> impl Fn(&str) -> bool {
+    move |line: &str| line.starts_with(&format!("thread={thread} "))
+}
+
+#[test]
+fn edited_body_runs_and_statics_keep_counting() {
+    let mut session = start("live-statics");
+    let before = session.line_where(on("main"));
+    assert_eq!(field(&before, "word"), "alpha");
+    let patch = session.edit("word=alpha", "word=beta");
+    assert_eq!(
+        patch["changed"],
+        serde_json::json!(["live_statics::frame::__hotreload_impl"])
+    );
+    for key in ["total", "rustc", "diff", "link", "load"] {
+        assert!(
+            patch["ms"][key].as_f64().is_some(),
+            "timing `{key}` in {patch}"
+        );
+    }
+    let after = session.line_where(on("main"));
+    assert_eq!(
+        field(&after, "word"),
+        "beta",
+        "the running process runs the new code"
+    );
+    for counter in ["frames", "private"] {
+        assert!(
+            number(&after, counter) > number(&before, counter),
+            "`{counter}` continued: before {before:?}, after {after:?}"
+        );
+    }
+}
+
+#[test]
+fn thread_locals_keep_each_threads_value() {
+    let mut session = start("live-tls");
+    let main_before = number(&session.line_where(on("main")), "tls");
+    let worker_before = number(&session.line_where(on("worker")), "tls");
+    assert!(main_before >= 1 && worker_before >= 1);
+    session.edit("word=alpha", "word=gamma");
+    let main_after = session.line_where(|l| on("main")(l) && field(l, "word") == "gamma");
+    let worker_after = session.line_where(|l| on("worker")(l) && field(l, "word") == "gamma");
+    assert!(
+        number(&main_after, "tls") > main_before,
+        "main's TLS continued: {main_after}"
+    );
+    assert!(
+        number(&worker_after, "tls") > worker_before,
+        "worker's TLS continued: {worker_after}"
+    );
+}
+
+#[test]
+fn unchanged_hotreload_caller_picks_up_a_changed_plain_function() {
+    let mut session = start("live-callee");
+    assert_eq!(field(&session.line_where(on("main")), "shade"), "1");
+    let patch = session.edit(
+        "fn shade() -> u32 {\n    1\n}",
+        "fn shade() -> u32 {\n    2\n}",
+    );
+    assert_eq!(patch["changed"], serde_json::json!(["live_callee::shade"]));
+    assert_eq!(field(&session.line_where(on("main")), "shade"), "2");
+    assert_eq!(field(&session.line_where(on("worker")), "shade"), "2");
+}
+
+#[test]
+fn new_helper_closure_and_string_literal() {
+    let mut session = start("live-additions");
+    session.line_where(on("main"));
+    session.fixture.replace(
+        "fn shade() -> u32 {\n    1\n}",
+        "fn shade() -> u32 {\n    brand_new(3)\n}\n\nfn brand_new(x: u32) -> u32 {\n    let scale = |v: u32| v * 10 + x;\n    scale(x) + \"fresh text\".len() as u32\n}",
+    );
+    let patch = session.event("patch-applied");
+    let added = patch["added"].to_string();
+    assert!(added.contains("brand_new"), "{patch}");
+    session.drain_lines();
+    // 3 * 10 + 3 + len("fresh text") = 43
+    assert_eq!(field(&session.line_where(on("main")), "shade"), "43");
+}
+
+#[test]
+fn ten_edits_in_a_row_each_cumulative_against_the_base() {
+    let mut session = start("live-ten");
+    let mut word = "alpha".to_string();
+    let mut frames = number(&session.line_where(on("main")), "frames");
+    for round in 1..=10 {
+        let next = format!("round{round}");
+        session.edit(&format!("word={word}"), &format!("word={next}"));
+        let line = session.line_where(on("main"));
+        assert_eq!(field(&line, "word"), next, "edit {round} is visible");
+        assert!(
+            number(&line, "frames") > frames,
+            "frames keep counting across edit {round}"
+        );
+        frames = number(&line, "frames");
+        word = next;
+    }
+    let images: Vec<_> = session
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "patch-applied")
+        .collect();
+    assert_eq!(images.len(), 10);
+    assert!(
+        images
+            .iter()
+            .all(|e| e["changed"] == serde_json::json!(["live_ten::frame::__hotreload_impl"])),
+        "each patch is against the base: one changed function, never a chain"
+    );
+}
+
+#[test]
+fn panic_in_patched_code_is_caught_by_the_original_caller() {
+    let mut session = start("live-panic");
+    assert_eq!(session.line_where(|l| l.starts_with("risky=")), "risky=8");
+    session.edit(
+        "    n + 1\n",
+        "    if n == 7 {\n        panic!(\"boom from the patch\");\n    }\n    n + 1\n",
+    );
+    assert_eq!(
+        session.line_where(|l| l.starts_with("risky=")),
+        "risky=panicked"
+    );
+    // And the program keeps running, through patched code.
+    let line = session.line_where(on("main"));
+    assert_eq!(field(&line, "word"), "alpha");
+    assert_eq!(
+        session.line_where(|l| l.starts_with("risky=")),
+        "risky=panicked"
+    );
+}
+
+#[test]
+fn one_image_serves_two_running_instances() {
+    let mut session = start("live-shared");
+    let patch = session.edit("word=alpha", "word=shared");
+    let image_path = patch["image"]
+        .as_str()
+        .expect("the patch has an image")
+        .to_string();
+    let exe = session
+        .fixture
+        .target_dir
+        .join("hotpatch/cargo/debug/live-shared");
+
+    // A second instance of the same executable, at another load address, fed by this test.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("second.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let mut second = Command::new(&exe)
+        .env(SOCKET_ENV, &socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    let mut replies = BufReader::new(stream.try_clone().unwrap());
+    let mut requests = stream;
+    let Some(Reply::Hello(hello)) = receive::<Reply>(&mut replies).unwrap() else {
+        panic!("no hello")
+    };
+    assert_ne!(hello.pid, session.pid);
+
+    let image_bytes = std::fs::read(&image_path).unwrap();
+    let image = object::File::parse(&*image_bytes).unwrap();
+    let root = image
+        .symbols()
+        .find(|s| {
+            s.name()
+                .is_ok_and(|n| n.contains("5frame16__hotreload_impl"))
+        })
+        .expect("root in the image");
+    let slot = hello
+        .slots
+        .iter()
+        .find(|s| s.path == "live_shared::frame")
+        .expect("frame's slot");
+    let update = SlotUpdate {
+        slot: slot.slot,
+        fingerprint: slot.fingerprint,
+        target: hello.load_bias.wrapping_add(root.address()),
+    };
+    let image_request = hotreload::protocol::PatchImage {
+        path: image_path.clone(),
+        build_id: hello.build_id.clone(),
+    };
+    send(
+        &mut requests,
+        &Request::Apply {
+            id: 1,
+            image: Some(image_request),
+            updates: vec![update],
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        receive::<Reply>(&mut replies).unwrap(),
+        Some(Reply::Applied { .. })
+    ));
+
+    let mut lines = std::io::BufRead::lines(BufReader::new(second.stdout.take().unwrap()));
+    let patched = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.contains("word=shared")))
+        .expect("the second instance runs the patch");
+    assert!(patched.unwrap().starts_with("thread="));
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(
+        field(&session.line_where(on("main")), "word"),
+        "shared",
+        "the first instance too"
+    );
+}
