@@ -231,15 +231,15 @@ fn plan_relocations(
                     SectionData::Data(bytes) => bytes.as_slice(),
                     _ => return Err(Error::new("a TLS relocation in a section without bytes")),
                 };
-                edits.push(tls_edit(
+                let (at, bytes) = tls_edit(
                     code,
-                    section,
                     relocation.r_type,
                     relocation.r_offset,
                     relocation.r_addend,
                     offset,
                     &target.name,
-                )?);
+                )?;
+                edits.push((section, at, bytes));
                 relocation.r_type = elf::R_X86_64_NONE;
                 relocation.symbol = None;
                 relocation.r_addend = 0;
@@ -267,13 +267,12 @@ fn plan_relocations(
 /// The code bytes that make a thread-local access use `%fs` offset `tp_offset` directly.
 fn tls_edit(
     code: &[u8],
-    section: object::build::elf::SectionId,
     r_type: u32,
     r_offset: u64,
     addend: i64,
     tp_offset: i64,
     name: &str,
-) -> Result<(object::build::elf::SectionId, u64, Vec<u8>)> {
+) -> Result<(u64, Vec<u8>)> {
     let at = r_offset as usize;
     let unsupported = || {
         Error::new(format!(
@@ -285,7 +284,7 @@ fn tls_edit(
         // Local-exec: the 32-bit field holds the %fs offset itself.
         elf::R_X86_64_TPOFF32 => {
             let value = i32::try_from(tp_offset + addend).map_err(|_| unsupported())?;
-            Ok((section, r_offset, value.to_le_bytes().to_vec()))
+            Ok((r_offset, value.to_le_bytes().to_vec()))
         }
         // Initial-exec: `mov foo@gottpoff(%rip), %reg` (48/4c 8b modrm) or `add …` (48/4c 03
         // modrm) becomes `mov $imm, %reg` (48/49 c7 c0|reg) or `add $imm, %reg` (48/49 81 c0|reg).
@@ -307,7 +306,7 @@ fn tls_edit(
             let value = i32::try_from(tp_offset).map_err(|_| unsupported())?;
             let mut bytes = vec![new_rex, new_opcode, 0xc0 | ((modrm >> 3) & 7)];
             bytes.extend_from_slice(&value.to_le_bytes());
-            Ok((section, r_offset - 3, bytes))
+            Ok((r_offset - 3, bytes))
         }
         _ => Err(unsupported()),
     }
@@ -321,15 +320,12 @@ mod tests {
     fn gottpoff_mov_is_relaxed_to_an_immediate() {
         // mov 0x0(%rip),%rax ; mov 0x0(%rip),%r9
         let code = [0x48, 0x8b, 0x05, 0, 0, 0, 0, 0x4c, 0x8b, 0x0d, 0, 0, 0, 0];
-        let section = object::build::elf::SectionId::default();
-        let (_, at, bytes) =
-            tls_edit(&code, section, elf::R_X86_64_GOTTPOFF, 3, -4, -16, "x").unwrap();
+        let (at, bytes) = tls_edit(&code, elf::R_X86_64_GOTTPOFF, 3, -4, -16, "x").unwrap();
         assert_eq!(
             (at, bytes),
             (0, vec![0x48, 0xc7, 0xc0, 0xf0, 0xff, 0xff, 0xff])
         );
-        let (_, at, bytes) =
-            tls_edit(&code, section, elf::R_X86_64_GOTTPOFF, 10, -4, -8, "x").unwrap();
+        let (at, bytes) = tls_edit(&code, elf::R_X86_64_GOTTPOFF, 10, -4, -8, "x").unwrap();
         assert_eq!(
             (at, bytes),
             (7, vec![0x49, 0xc7, 0xc1, 0xf8, 0xff, 0xff, 0xff])
@@ -338,16 +334,13 @@ mod tests {
 
     #[test]
     fn tpoff32_gets_the_offset_plus_addend() {
-        let section = object::build::elf::SectionId::default();
-        let (_, at, bytes) =
-            tls_edit(&[0; 8], section, elf::R_X86_64_TPOFF32, 4, 8, -24, "x").unwrap();
+        let (at, bytes) = tls_edit(&[0; 8], elf::R_X86_64_TPOFF32, 4, 8, -24, "x").unwrap();
         assert_eq!((at, bytes), (4, (-16i32).to_le_bytes().to_vec()));
     }
 
     #[test]
     fn other_tls_models_are_refused() {
-        let section = object::build::elf::SectionId::default();
-        let error = tls_edit(&[0; 8], section, elf::R_X86_64_TLSGD, 4, 0, 0, "x").unwrap_err();
+        let error = tls_edit(&[0; 8], elf::R_X86_64_TLSGD, 4, 0, 0, "x").unwrap_err();
         assert!(
             error.message().contains("unsupported thread-local access"),
             "{error}"
