@@ -118,7 +118,12 @@ impl LiveSession {
 
     /// Applies `from` → `to` to `src/main.rs` and waits for the patch to be applied.
     pub fn edit(&mut self, from: &str, to: &str) -> Value {
-        self.fixture.replace(from, to);
+        self.edit_file("src/main.rs", from, to)
+    }
+
+    /// Applies `from` → `to` to `file` and waits for the patch to be applied.
+    pub fn edit_file(&mut self, file: &str, from: &str, to: &str) -> Value {
+        self.fixture.replace_in(file, from, to);
         let applied = self.event("patch-applied");
         self.drain_lines();
         applied
