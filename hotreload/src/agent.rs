@@ -84,8 +84,8 @@ fn apply_patch(image: Option<&PatchImage>, updates: Vec<SlotUpdate>) -> Result<u
             image.build_id, executable.build_id
         ));
     }
-    let loaded =
-        loader::load(Path::new(&image.path), executable.load_bias).map_err(|e| e.to_string())?;
+    let loaded = loader::load(Path::new(&image.path), executable.load_bias, image.checksum)
+        .map_err(|e| e.to_string())?;
     match apply_in_mode(updates) {
         Ok(generation) => {
             LIVE_IMAGES

@@ -103,6 +103,13 @@ pub enum LoadError {
     },
     /// Group or others may write it, so someone else could have put code in it.
     WritableByOthers { path: PathBuf, mode: u32 },
+    /// The bytes are not the ones the patcher wrote (truncated or damaged).
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+        length: usize,
+    },
     /// Not a well-formed ELF64 x86_64 `ET_DYN` image, or its contents don't add up.
     Malformed { path: PathBuf, reason: String },
     /// Well-formed, but asks for something this loader does not do.
@@ -143,6 +150,11 @@ impl fmt::Display for LoadError {
                 path.display(),
                 mode & 0o7777
             ),
+            LoadError::ChecksumMismatch { path, expected, actual, length } => write!(
+                f,
+                "patch image {} is truncated or damaged: checksum {actual:#018x} of its {length} bytes, expected {expected:#018x}",
+                path.display()
+            ),
             LoadError::Malformed { path, reason } => {
                 write!(f, "patch image {} is corrupt: {reason}", path.display())
             }
@@ -177,8 +189,18 @@ impl std::error::Error for LoadError {}
 /// [`crate::identity::executable`]).
 ///
 /// The image's code is trusted once the file passes the ownership checks: it will run.
-pub fn load(path: &Path, load_bias: u64) -> Result<LoadedImage, LoadError> {
+/// `checksum` is the [`crate::protocol::checksum`] the patcher computed when it wrote the file.
+pub fn load(path: &Path, load_bias: u64, checksum: u64) -> Result<LoadedImage, LoadError> {
     let bytes = read_trusted_file(path)?;
+    let actual = crate::protocol::checksum(&bytes);
+    if actual != checksum {
+        return Err(LoadError::ChecksumMismatch {
+            path: path.to_path_buf(),
+            expected: checksum,
+            actual,
+            length: bytes.len(),
+        });
+    }
     let plan = Plan::new(&bytes, load_bias).map_err(|refusal| refusal.at(path))?;
     let range = plan.runtime(plan.span.start)..plan.runtime(plan.span.end);
     let length = (range.end - range.start) as usize;

@@ -197,6 +197,7 @@ static PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Applies `updates` now (immediate mode) or hands them to the next [`safe_point`] and waits
 /// for it. Used by the agent.
+#[cfg_attr(not(feature = "enabled"), allow(dead_code))] // the agent is its only caller
 pub(crate) fn apply_in_mode(updates: Vec<SlotUpdate>) -> Result<u64, ApplyError> {
     if mode() == Mode::Immediate {
         return apply(&updates);

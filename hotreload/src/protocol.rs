@@ -64,6 +64,16 @@ pub struct PatchImage {
     pub path: String,
     /// Build-id of the executable the image was linked against; must equal the runtime's own.
     pub build_id: String,
+    /// [`checksum`] of the file's bytes: a truncated or damaged file is refused before mapping.
+    pub checksum: u64,
+}
+
+/// 64-bit FNV-1a of a patch file. Catches truncation and corruption (not tampering: that is
+/// what the file's owner and mode checks are for). Both sides call this one function.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Sent by the patcher.
@@ -129,6 +139,7 @@ mod tests {
             image: Some(PatchImage {
                 path: "/tmp/p.so".into(),
                 build_id: "ab".into(),
+                checksum: 7,
             }),
             updates: vec![SlotUpdate {
                 slot: 1,

@@ -112,6 +112,8 @@ pub struct LinkedImage {
     pub data: HashMap<String, u64>,
     /// Bytes of address space the image spans.
     pub span: u64,
+    /// `hotreload::protocol::checksum` of the file, for the runtime to verify.
+    pub checksum: u64,
     pub duration: Duration,
 }
 
@@ -321,6 +323,7 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
         roots,
         data: data_symbols,
         span,
+        checksum: hotreload::protocol::checksum(&data),
         duration: Duration::ZERO,
     })
 }

@@ -15,6 +15,7 @@ pub mod capture;
 pub mod cli;
 pub mod connection;
 pub mod diff;
+pub mod events;
 pub mod exe;
 pub mod image;
 pub mod plan;

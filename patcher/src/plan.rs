@@ -37,6 +37,8 @@ pub struct PatchPlan {
     pub added: Vec<String>,
     /// Changed functions no `#[hotreload]` function reaches: their callers keep the old code.
     pub unreachable: Vec<String>,
+    /// Hash of what the plan links (set by the session): equal plans make equal images.
+    pub content: u64,
 }
 
 /// Why an edit can't be patched into the running program.

@@ -1,286 +1,330 @@
-//! `hotpatch run`: build, start the program, and patch it on every save until it exits.
+//! `hotpatch run`: build, start the program, and patch it on every save.
 //!
-//! Everything hotpatch says goes to its own stderr (human lines, or one JSON object per line
-//! with an `"event"` field); the program's stdin, stdout and stderr are passed through.
+//! The program's stdout and stderr are passed through untouched; hotpatch speaks on its own
+//! stderr (see [`crate::events`]). Commands: on a terminal, `r`⏎ restarts the program from a
+//! fresh build, `u`⏎ undoes the last patch, `q`⏎ quits; without one (or always), SIGUSR1,
+//! SIGUSR2 and SIGINT/SIGTERM do the same. A program that exits normally ends the run with
+//! its status; one that crashes is reported and waits for a restart.
 
-use crate::build::build;
+use crate::build::{build, BuildOutcome};
 use crate::cli::{CargoArgs, MessageFormat};
 use crate::connection::{AppConnection, AppListener};
+use crate::events::{Event, Reporter};
 use crate::report;
 use crate::session::{PatchFailure, PreparedPatch, Session};
-use crate::watch::{watch, CrateSources};
+use crate::watch::{watch, CrateSources, SourceWatcher};
 use crate::workspace::Workspace;
 use hotreload::protocol::{Reply, SOCKET_ENV};
 use linker_shim::{Context, Error, Result};
-use serde_json::{json, Value};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus};
-use std::sync::mpsc;
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 /// How long a started program has to connect before it is run unpatched.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(15);
+/// How long a program asked to stop (SIGTERM) gets before it is killed.
+const STOP_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Arguments of `hotpatch run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
     pub cargo: CargoArgs,
+    /// Give the terminal's stdin to the program instead of reading r/u/q commands from it
+    /// (commands then come by signal only)
+    #[arg(long)]
+    pub stdin_to_program: bool,
     /// Arguments for the program, after `--`
     #[arg(last = true, value_name = "ARGS")]
     pub program_args: Vec<String>,
 }
 
-/// What happened, for the person at the terminal or for a tool.
-enum Event<'a> {
-    AppStarted {
-        pid: u32,
-    },
-    Watching {
-        directories: Vec<PathBuf>,
-    },
-    PatchApplied {
-        patch: &'a PreparedPatch,
-        generation: u64,
-        load: Duration,
-        total: Duration,
-    },
-    NothingChanged {
-        total: Duration,
-    },
-    PatchRefused {
-        reason: String,
-    },
-    CompileError {
-        rendered: String,
-    },
-    AppExited {
-        status: ExitStatus,
-    },
-    Warning {
-        message: String,
-    },
-}
-
-fn millis(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1e4).round() / 10.0
-}
-
-/// Prints events in the chosen format.
-struct Reporter {
-    format: MessageFormat,
-    program: String,
-}
-
-impl Reporter {
-    fn emit(&self, event: Event<'_>) {
-        match self.format {
-            MessageFormat::Json => eprintln!("{}", self.json(&event)),
-            MessageFormat::Human => eprintln!("{}", self.human(&event)),
-        }
-    }
-
-    fn json(&self, event: &Event<'_>) -> Value {
-        match event {
-            Event::AppStarted { pid } => json!({"event": "app-started", "pid": pid}),
-            Event::Watching { directories } => {
-                json!({"event": "watching", "directories": directories})
-            }
-            Event::PatchApplied {
-                patch,
-                generation,
-                load,
-                total,
-            } => json!({
-                "event": "patch-applied",
-                "generation": generation,
-                "changed": patch.plan.changed,
-                "added": patch.plan.added,
-                "relinked": patch.plan.relinked.len(),
-                "unreachable": patch.plan.unreachable,
-                "image": patch.image.as_ref().map(|i| &i.path),
-                "ms": {
-                    "total": millis(*total),
-                    "rustc": millis(patch.timings.rustc),
-                    "diff": millis(patch.timings.diff),
-                    "link": millis(patch.timings.link),
-                    "load": millis(*load),
-                },
-            }),
-            Event::NothingChanged { total } => {
-                json!({"event": "no-change", "ms": {"total": millis(*total)}})
-            }
-            Event::PatchRefused { reason } => json!({"event": "patch-refused", "reason": reason}),
-            Event::CompileError { rendered } => {
-                json!({"event": "compile-error", "rendered": rendered})
-            }
-            Event::AppExited { status } => {
-                use std::os::unix::process::ExitStatusExt;
-                json!({"event": "app-exited", "status": status.code(), "signal": status.signal()})
-            }
-            Event::Warning { message } => json!({"event": "warning", "message": message}),
-        }
-    }
-
-    fn human(&self, event: &Event<'_>) -> String {
-        let program = &self.program;
-        match event {
-            Event::AppStarted { pid } => format!("{:>12} {program} (pid {pid})", "Running"),
-            Event::PatchApplied {
-                patch, load, total, ..
-            } => {
-                let mut line = format!(
-                    "{:>12} {program}: {} changed, {} added in {:.0} ms (rustc {:.0}, diff {:.0}, link {:.0}, load {:.0})",
-                    "Patched",
-                    patch.plan.changed.len(),
-                    patch.plan.added.len(),
-                    millis(*total),
-                    millis(patch.timings.rustc),
-                    millis(patch.timings.diff),
-                    millis(patch.timings.link),
-                    millis(*load),
-                );
-                for name in &patch.plan.unreachable {
-                    line.push_str(&format!(
-                        "\n{:>12} `{name}` changed but no #[hotreload] function calls it",
-                        "warning:"
-                    ));
-                }
-                line
-            }
-            Event::Watching { directories } => {
-                let list: Vec<_> = directories
-                    .iter()
-                    .map(|d| d.display().to_string())
-                    .collect();
-                format!(
-                    "{:>12} {} for changes; edit and save to patch {program}",
-                    "Watching",
-                    list.join(", ")
-                )
-            }
-            Event::NothingChanged { total } => format!(
-                "{:>12} no function changed ({:.0} ms)",
-                "Unchanged",
-                millis(*total)
-            ),
-            Event::PatchRefused { reason } => format!(
-                "{:>12} {reason}\n{:>12} the program keeps running its current code",
-                "Refused", ""
-            ),
-            Event::CompileError { rendered } => format!(
-                "{rendered}{:>12} the program keeps running its current code",
-                "error:"
-            ),
-            Event::AppExited { status } => format!("{:>12} {program} {status}", "Exited"),
-            Event::Warning { message } => format!("{:>12} {message}", "warning:"),
-        }
-    }
+/// What the person (or a tool) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    Restart,
+    Rollback,
+    Quit,
 }
 
 /// What the main loop waits for.
 enum Signal {
     SourcesChanged(Vec<PathBuf>),
-    AppExited(ExitStatus),
+    /// Program number `run` exited.
+    AppExited {
+        run: u64,
+        status: ExitStatus,
+    },
+    Command(Request),
 }
 
 /// Runs `hotpatch run`; returns the program's exit code.
 pub fn run(args: &RunArgs, hotpatch_exe: &Path) -> Result<ExitCode> {
     let workspace = Workspace::load(args.cargo.selection.manifest_path.as_deref())?;
-    let outcome = build(&args.cargo, hotpatch_exe)?;
-    let reporter = Reporter {
-        format: args.cargo.output.message_format,
-        program: outcome.target.name.clone(),
-    };
-    match reporter.format {
-        MessageFormat::Json => eprintln!("{}", report::build_json(&outcome)),
-        MessageFormat::Human => eprint!("{}", report::build_human(&outcome)),
-    }
-    let listener = AppListener::bind()?;
-    let mut child = Command::new(&outcome.exe)
-        .args(&args.program_args)
-        .env(SOCKET_ENV, listener.path())
-        .spawn()
-        .context(|| format!("could not start {}", outcome.exe.display()))?;
-    reporter.emit(Event::AppStarted { pid: child.id() });
-
-    let exited = std::cell::Cell::new(None);
-    let connection = listener.accept(CONNECT_PATIENCE, || {
-        let status = child.try_wait().ok().flatten();
-        exited.set(status);
-        status.is_none()
-    });
     let (signals, incoming) = mpsc::channel();
-    let waiter = {
-        let signals = signals.clone();
+    let keys = !args.stdin_to_program && std::io::stdin().is_terminal();
+    listen_for_commands(keys, signals.clone())?;
+    let mut runner = Runner {
+        args,
+        hotpatch_exe,
+        workspace,
+        reporter: Reporter {
+            format: args.cargo.output.message_format,
+            program: String::new(),
+        },
+        signals,
+        incoming,
+        keys,
+        runs: 0,
+        program: None,
+    };
+    runner.start()?;
+    runner.reporter.emit(Event::Commands { keys });
+    runner.serve()
+}
+
+/// A started program and, if it connected, its patching.
+struct Program {
+    pid: u32,
+    run: u64,
+    patching: Option<Patching>,
+}
+
+struct Runner<'a> {
+    args: &'a RunArgs,
+    hotpatch_exe: &'a Path,
+    workspace: Workspace,
+    reporter: Reporter,
+    signals: Sender<Signal>,
+    incoming: Receiver<Signal>,
+    keys: bool,
+    runs: u64,
+    program: Option<Program>,
+}
+
+impl Runner<'_> {
+    /// The main loop, until the program exits normally or the person quits.
+    fn serve(&mut self) -> Result<ExitCode> {
+        loop {
+            let signal = self
+                .incoming
+                .recv()
+                .map_err(|_| Error::new("lost track of the program"))?;
+            match signal {
+                Signal::SourcesChanged(files) => {
+                    if let Some(patching) = self.program.as_mut().and_then(|p| p.patching.as_mut())
+                    {
+                        patching.on_change(&files, &self.reporter);
+                    }
+                }
+                Signal::AppExited { run, status } => {
+                    if self.program.as_ref().is_none_or(|p| p.run != run) {
+                        continue; // a program stopped on purpose, already reported
+                    }
+                    self.exited(status);
+                    if status.success() {
+                        return Ok(exit_code(status));
+                    }
+                    let how = if self.keys {
+                        "type r⏎ to restart it, q⏎ to quit"
+                    } else {
+                        "send SIGUSR1 to restart it, SIGTERM to quit"
+                    };
+                    self.reporter.emit(Event::Warning {
+                        message: format!("the program ended abnormally; {how}"),
+                    });
+                }
+                Signal::Command(Request::Rollback) => self.rollback(),
+                Signal::Command(Request::Restart) => {
+                    self.stop();
+                    if let Err(error) = self.start() {
+                        let again = if self.keys { "r⏎" } else { "SIGUSR1" };
+                        self.reporter.emit(Event::Warning {
+                            message: format!(
+                                "restart failed: {error}\nfix it and restart again ({again})"
+                            ),
+                        });
+                    }
+                }
+                Signal::Command(Request::Quit) => {
+                    let status = self.stop();
+                    return Ok(status.map_or(ExitCode::SUCCESS, exit_code));
+                }
+            }
+        }
+    }
+
+    /// Builds from the current sources, starts the program, connects and starts watching.
+    fn start(&mut self) -> Result<()> {
+        let outcome = build(&self.args.cargo, self.hotpatch_exe)?;
+        self.reporter.program = outcome.target.name.clone();
+        match self.reporter.format {
+            MessageFormat::Json => eprintln!("{}", report::build_json(&outcome)),
+            MessageFormat::Human => eprint!("{}", report::build_human(&outcome)),
+        }
+        let listener = AppListener::bind()?;
+        let mut child = Command::new(&outcome.exe)
+            .args(&self.args.program_args)
+            .env(SOCKET_ENV, listener.path())
+            .stdin(if self.keys {
+                Stdio::null()
+            } else {
+                Stdio::inherit()
+            })
+            .spawn()
+            .context(|| format!("could not start {}", outcome.exe.display()))?;
+        self.runs += 1;
+        let (pid, run) = (child.id(), self.runs);
+        self.reporter.emit(Event::AppStarted { pid });
+        let connection = listener.accept(CONNECT_PATIENCE, || matches!(child.try_wait(), Ok(None)));
+        let exits = self.signals.clone();
         std::thread::spawn(move || {
             if let Ok(status) = child.wait() {
-                let _ = signals.send(Signal::AppExited(status));
+                let _ = exits.send(Signal::AppExited { run, status });
             }
-        })
-    };
-    let mut patching = match connection {
-        Ok(connection) => {
-            match start_patching(&outcome, &workspace, connection, hotpatch_exe, signals) {
-                Ok(patching) => {
-                    reporter.emit(Event::Watching {
-                        directories: patching.watched.clone(),
-                    });
-                    Some(patching)
-                }
-                Err(error) => {
-                    reporter.emit(Event::Warning {
-                        message: format!("{error}; running without patching"),
-                    });
-                    None
-                }
+        });
+        let patching = connection.and_then(|connection| {
+            start_patching(
+                &outcome,
+                &self.workspace,
+                connection,
+                self.hotpatch_exe,
+                self.signals.clone(),
+            )
+        });
+        let patching = match patching {
+            Ok(patching) => {
+                self.reporter.emit(Event::Watching {
+                    directories: patching.watched.clone(),
+                });
+                Some(patching)
             }
-        }
-        Err(error) => {
-            if exited.get().is_none() {
-                reporter.emit(Event::Warning {
+            Err(error) => {
+                self.reporter.emit(Event::Warning {
                     message: format!("{error}; running without patching"),
                 });
+                None
             }
-            None
+        };
+        self.program = Some(Program { pid, run, patching });
+        Ok(())
+    }
+
+    /// Reports the current program's exit and forgets it.
+    fn exited(&mut self, status: ExitStatus) {
+        self.reporter.emit(Event::AppExited { status });
+        if let Some(session) = self
+            .program
+            .take()
+            .and_then(|p| p.patching)
+            .map(|p| p.session)
+        {
+            let _ = session.unpin();
         }
-    };
-    loop {
-        match incoming.recv() {
-            Ok(Signal::AppExited(status)) => {
-                reporter.emit(Event::AppExited { status });
-                let _ = waiter.join();
-                if let Some(patching) = &patching {
-                    let _ = patching.session.unpin();
+    }
+
+    /// Asks the running program to stop (SIGTERM), kills it if it doesn't, and returns how it
+    /// ended; `None` if none was running.
+    fn stop(&mut self) -> Option<ExitStatus> {
+        let Program { pid, run, .. } = *self.program.as_ref()?;
+        let mut deadline = Instant::now() + STOP_PATIENCE;
+        let mut signal = libc::SIGTERM;
+        loop {
+            // SAFETY: kill(2) on the pid of our own child, whose exit we have not reaped yet
+            // (its waiter thread reports that through `incoming`), so the pid is still ours.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+            match self
+                .incoming
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Signal::AppExited { run: ended, status }) if ended == run => {
+                    self.exited(status);
+                    return Some(status);
                 }
-                return Ok(exit_code(status));
-            }
-            Ok(Signal::SourcesChanged(files)) => {
-                if let Some(patching) = &mut patching {
-                    patching.on_change(&files, &reporter);
+                Ok(_) => continue, // edits and commands while stopping are dropped
+                Err(RecvTimeoutError::Timeout) => {
+                    signal = libc::SIGKILL;
+                    deadline = Instant::now() + STOP_PATIENCE;
                 }
+                Err(RecvTimeoutError::Disconnected) => return None,
             }
-            Err(_) => return Err(Error::new("lost track of the program")),
+        }
+    }
+
+    fn rollback(&mut self) {
+        let Some(patching) = self.program.as_mut().and_then(|p| p.patching.as_mut()) else {
+            return;
+        };
+        match patching.session.rollback() {
+            None => self.reporter.emit(Event::Warning {
+                message: "nothing to undo: no patch applied since the program started".into(),
+            }),
+            Some(patch) => patching.deliver(patch, Instant::now(), &self.reporter),
         }
     }
 }
 
-/// The patching half of a run: the session, the connection, the watch.
+/// Turns keys (when stdin is a terminal) and signals into commands.
+fn listen_for_commands(keys: bool, commands: Sender<Signal>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    let mut signals = signal_hook::iterator::Signals::new([SIGUSR1, SIGUSR2, SIGINT, SIGTERM])
+        .context(|| "could not install signal handlers".into())?;
+    let by_signal = commands.clone();
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let request = match signal {
+                SIGUSR1 => Request::Restart,
+                SIGUSR2 => Request::Rollback,
+                _ => Request::Quit,
+            };
+            if by_signal.send(Signal::Command(request)).is_err() {
+                break;
+            }
+        }
+    });
+    if keys {
+        std::thread::spawn(move || {
+            for line in std::io::stdin()
+                .lock()
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                let request = match line.trim() {
+                    "r" => Request::Restart,
+                    "u" => Request::Rollback,
+                    "q" => Request::Quit,
+                    _ => {
+                        eprintln!("{:>12} r⏎ restart, u⏎ undo the last patch, q⏎ quit", "Keys");
+                        continue;
+                    }
+                };
+                if commands.send(Signal::Command(request)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The patching half of a running program: the session, the connection, the watch.
 struct Patching {
     session: Session,
     connection: AppConnection,
     sources: CrateSources,
     /// The source directories watched.
     watched: Vec<PathBuf>,
-    _watcher: crate::watch::SourceWatcher,
+    _watcher: SourceWatcher,
 }
 
 fn start_patching(
-    outcome: &crate::build::BuildOutcome,
+    outcome: &BuildOutcome,
     workspace: &Workspace,
     connection: AppConnection,
     hotpatch_exe: &Path,
-    signals: mpsc::Sender<Signal>,
+    signals: Sender<Signal>,
 ) -> Result<Patching> {
     let session = Session::new(
         outcome.store.clone(),
@@ -295,14 +339,14 @@ fn start_patching(
         .ok_or_else(|| Error::new("the build recorded no rustc invocation for the binary"))?;
     let sources = CrateSources::of(invocation)?;
     // The running program is built from `src/` trees; tests, examples and benches are not in it.
-    let roots: Vec<PathBuf> = workspace
+    let watched: Vec<PathBuf> = workspace
         .packages
         .iter()
         .filter_map(|p| p.manifest_path.parent().map(|dir| dir.join("src")))
         .filter(|src| src.is_dir())
         .collect();
     let (changed, batches) = mpsc::channel();
-    let watcher = watch(&roots, changed)?;
+    let watcher = watch(&watched, changed)?;
     std::thread::spawn(move || {
         for batch in batches {
             if signals.send(Signal::SourcesChanged(batch)).is_err() {
@@ -314,7 +358,7 @@ fn start_patching(
         session,
         connection,
         sources,
-        watched: roots,
+        watched,
         _watcher: watcher,
     })
 }
@@ -334,6 +378,7 @@ impl Patching {
         if ours.is_empty() {
             return;
         }
+        let edited: Vec<String> = ours.iter().map(|f| f.display().to_string()).collect();
         let started = Instant::now();
         match self.session.prepare() {
             Ok(None) => reporter.emit(Event::NothingChanged {
@@ -343,9 +388,11 @@ impl Patching {
             Err(PatchFailure::Compile(diagnostics)) => reporter.emit(Event::CompileError {
                 rendered: diagnostics.concat(),
             }),
-            Err(PatchFailure::Refused(reason)) => reporter.emit(Event::PatchRefused { reason }),
+            Err(PatchFailure::Refused(reason)) => reporter.emit(Event::PatchRefused {
+                reason: format!("{reason} (edited: {})", edited.join(", ")),
+            }),
             Err(PatchFailure::Failed(error)) => reporter.emit(Event::PatchRefused {
-                reason: error.to_string(),
+                reason: format!("{error} (edited: {})", edited.join(", ")),
             }),
         }
     }
@@ -356,12 +403,16 @@ impl Patching {
         match self.connection.apply(image, patch.updates.clone()) {
             Ok(Reply::Applied { generation, .. }) => {
                 self.session.applied(&patch);
-                reporter.emit(Event::PatchApplied {
-                    load: sent.elapsed(),
-                    total: started.elapsed(),
-                    generation,
-                    patch: &patch,
-                });
+                if patch.rollback {
+                    reporter.emit(Event::RolledBack { generation });
+                } else {
+                    reporter.emit(Event::PatchApplied {
+                        load: sent.elapsed(),
+                        total: started.elapsed(),
+                        generation,
+                        patch: &patch,
+                    });
+                }
             }
             Ok(Reply::Refused { reason, .. }) => reporter.emit(Event::PatchRefused {
                 reason: format!("the program refused the patch: {reason}"),

@@ -10,7 +10,8 @@ use crate::registry::implementation_fingerprints;
 use crate::symbols::SymbolIndex;
 use hotreload::protocol::{Hello, PatchImage, SlotInfo, SlotUpdate};
 use linker_shim::{Context, Error, Revision, Store};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,14 +23,24 @@ pub struct Timings {
     pub link: Duration,
 }
 
+/// Where each rewired slot points: implementation symbol → (runtime address, fingerprint of
+/// the function there). Slots not listed point at their original implementation.
+pub type SlotTargets = BTreeMap<String, (u64, u64)>;
+
 /// A patch ready to send.
 #[derive(Debug, Clone)]
 pub struct PreparedPatch {
-    /// `None` when the edit only reverted earlier changes: the slots just point back.
+    /// The image to map first; `None` when every target is already mapped (an edit reverted,
+    /// a rollback, or an edit that produced the same code as an earlier patch).
     pub image: Option<LinkedImage>,
+    /// Where the slots point once the patch is applied.
+    pub targets: SlotTargets,
+    /// What has to move to get there from where the slots point now.
     pub updates: Vec<SlotUpdate>,
     pub plan: PatchPlan,
     pub timings: Timings,
+    /// True for a rollback to the previous patch.
+    pub rollback: bool,
 }
 
 /// Why no patch came out of an edit.
@@ -68,8 +79,14 @@ pub struct Session {
     build_id: String,
     /// The running slots, by the mangled name of their implementation.
     slots: HashMap<String, SlotInfo>,
-    /// Implementations whose slots point into a patch right now.
-    rewired: BTreeSet<String>,
+    /// Where the slots point right now.
+    current: SlotTargets,
+    /// The slot targets after each applied patch, oldest first (the base is the empty map):
+    /// what a rollback returns to.
+    history: Vec<SlotTargets>,
+    /// Images already mapped in the program, by the content of the plan that made them, with
+    /// the targets they provide: an edit that recreates earlier code reuses its image.
+    mapped_images: HashMap<u64, SlotTargets>,
     /// Images linked so far (each takes an address window).
     images_linked: u64,
     earlier_patch_data: HashMap<String, u64>,
@@ -132,7 +149,9 @@ impl Session {
             load_bias: hello.load_bias,
             build_id: hello.build_id.clone(),
             slots,
-            rewired: BTreeSet::new(),
+            current: SlotTargets::new(),
+            history: vec![SlotTargets::new()],
+            mapped_images: HashMap::new(),
             images_linked: 0,
             earlier_patch_data: HashMap::new(),
         })
@@ -166,29 +185,38 @@ impl Session {
         timings.diff = started.elapsed();
 
         let Some(plan) = planned else {
-            if self.rewired.is_empty() {
+            // Back to the base: every slot points at its original again.
+            if self.current.is_empty() {
                 return Ok(None);
             }
-            // Back to the base: point every rewired slot at its original again.
-            let updates = self
-                .rewired
-                .iter()
-                .filter_map(|name| self.slots.get(name))
-                .map(|slot| SlotUpdate {
-                    slot: slot.slot,
-                    fingerprint: slot.fingerprint,
-                    target: slot.original,
-                });
-            return Ok(Some(PreparedPatch {
-                image: None,
-                updates: updates.collect(),
-                plan: PatchPlan::default(),
+            return Ok(Some(self.towards(
+                SlotTargets::new(),
+                None,
+                PatchPlan::default(),
                 timings,
-            }));
+            )));
         };
+        let content = plan_content(&plan, &new_index);
+        if let Some(targets) = self.mapped_images.get(&content).cloned() {
+            // The same code as an earlier, still-mapped patch: just point the slots there
+            // (nothing at all if they already do: the save changed nothing that runs).
+            let patch = self.towards(targets, None, plan, timings);
+            return Ok((!patch.updates.is_empty()).then_some(patch));
+        }
 
         let started = Instant::now();
         let fingerprints = implementation_fingerprints(plan.objects.iter().map(PathBuf::as_path))?;
+        for root in &plan.roots {
+            let (Some(slot), Some(new)) = (self.slots.get(root), fingerprints.get(root)) else {
+                continue;
+            };
+            if *new != slot.fingerprint {
+                return Err(PatchFailure::Refused(format!(
+                    "the signature of `{}` changed; its running callers still pass arguments the old way: restart to apply this edit",
+                    slot.path
+                )));
+            }
+        }
         let index = self.images_linked;
         let work_dir = self.patches_dir.join(format!("work-{index}"));
         let all_objects = recompiled.revision.object_paths();
@@ -213,44 +241,70 @@ impl Session {
         self.images_linked += 1;
         timings.link = started.elapsed();
 
-        let mut updates = Vec::new();
-        for (root, address) in &image.roots {
-            // A root without a running slot is a #[hotreload] function the edit added: its
-            // (new) callers in the image reach it through its new slot.
-            let Some(slot) = self.slots.get(root) else {
-                continue;
-            };
-            let fingerprint = fingerprints.get(root).copied().unwrap_or(slot.fingerprint);
-            updates.push(SlotUpdate {
-                slot: slot.slot,
-                fingerprint,
-                target: self.load_bias.wrapping_add(*address),
-            });
-        }
-        for name in self
-            .rewired
+        // A root without a running slot is a #[hotreload] function the edit added: its (new)
+        // callers in the image reach it through its new slot.
+        let targets: SlotTargets = image
+            .roots
             .iter()
-            .filter(|name| !image.roots.contains_key(*name))
-        {
-            if let Some(slot) = self.slots.get(name) {
-                updates.push(SlotUpdate {
-                    slot: slot.slot,
-                    fingerprint: slot.fingerprint,
-                    target: slot.original,
-                });
-            }
-        }
-        if updates.is_empty() {
+            .filter_map(|(root, address)| {
+                let slot = self.slots.get(root)?;
+                let fingerprint = fingerprints.get(root).copied().unwrap_or(slot.fingerprint);
+                Some((
+                    root.clone(),
+                    (self.load_bias.wrapping_add(*address), fingerprint),
+                ))
+            })
+            .collect();
+        if targets.is_empty() {
             return Err(PatchFailure::Refused(
                 "the changed code is reached only from #[hotreload] functions the edit added, which nothing running calls yet: restart".into(),
             ));
         }
-        Ok(Some(PreparedPatch {
-            image: Some(image),
+        let mut patch = self.towards(targets, Some(image), plan, timings);
+        patch.plan.content = content;
+        Ok(Some(patch))
+    }
+
+    /// A patch that undoes the last applied one; `None` if nothing was patched yet.
+    pub fn rollback(&self) -> Option<PreparedPatch> {
+        let previous = self.history.iter().rev().nth(1)?.clone();
+        let mut patch = self.towards(previous, None, PatchPlan::default(), Timings::default());
+        patch.rollback = true;
+        Some(patch)
+    }
+
+    /// The patch that moves the slots from where they point now to `targets`.
+    fn towards(
+        &self,
+        targets: SlotTargets,
+        image: Option<LinkedImage>,
+        plan: PatchPlan,
+        timings: Timings,
+    ) -> PreparedPatch {
+        let names: std::collections::BTreeSet<&String> =
+            self.current.keys().chain(targets.keys()).collect();
+        let updates = names
+            .into_iter()
+            .filter_map(|name| {
+                let slot = self.slots.get(name)?;
+                let original = (slot.original, slot.fingerprint);
+                let now = self.current.get(name).copied().unwrap_or(original);
+                let next = targets.get(name).copied().unwrap_or(original);
+                (now != next).then_some(SlotUpdate {
+                    slot: slot.slot,
+                    fingerprint: next.1,
+                    target: next.0,
+                })
+            })
+            .collect();
+        PreparedPatch {
+            image,
+            targets,
             updates,
             plan,
             timings,
-        }))
+            rollback: false,
+        }
     }
 
     /// The image description the runtime needs, for a prepared patch.
@@ -258,21 +312,37 @@ impl Session {
         patch.image.as_ref().map(|image| PatchImage {
             path: image.path.display().to_string(),
             build_id: self.build_id.clone(),
+            checksum: image.checksum,
         })
     }
 
     /// Records that the runtime applied `patch`.
     pub fn applied(&mut self, patch: &PreparedPatch) {
-        self.rewired = patch
-            .plan
-            .roots
-            .iter()
-            .filter(|root| self.slots.contains_key(*root))
-            .cloned()
-            .collect();
+        if patch.rollback {
+            self.history.pop();
+        } else {
+            self.history.push(patch.targets.clone());
+        }
+        self.current = patch.targets.clone();
         if let Some(image) = &patch.image {
             self.earlier_patch_data
                 .extend(image.data.iter().map(|(k, v)| (k.clone(), *v)));
+            self.mapped_images
+                .insert(patch.plan.content, patch.targets.clone());
         }
     }
+}
+
+/// Identifies what a plan would link: each relinked function's and added data item's name and
+/// content fingerprint. Equal for two edits that produce the same code.
+fn plan_content(plan: &PatchPlan, index: &SymbolIndex) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for name in plan.relinked.iter().chain(&plan.added_data) {
+        name.hash(&mut hasher);
+        index
+            .get(name)
+            .map(|symbol| symbol.fingerprint)
+            .hash(&mut hasher);
+    }
+    hasher.finish()
 }

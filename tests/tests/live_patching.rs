@@ -272,6 +272,7 @@ fn one_image_serves_two_running_instances() {
     let image_request = hotreload::protocol::PatchImage {
         path: image_path.clone(),
         build_id: hello.build_id.clone(),
+        checksum: hotreload::protocol::checksum(&image_bytes),
     };
     send(
         &mut requests,

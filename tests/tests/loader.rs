@@ -139,7 +139,8 @@ fn loads_relocates_runs_and_unloads_a_real_image() {
     let image_path = link_patch_for_this_process(dir.path(), BASE_FOR_RUNNING);
     let bias = load_bias();
     let started = Instant::now();
-    let image = load(&image_path, bias).unwrap_or_else(|e| panic!("{e}"));
+    let image =
+        load(&image_path, bias, file_checksum(&image_path)).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("loaded {} in {:?}", image_path.display(), started.elapsed());
     let at = |name| bias.wrapping_add(symbol_value(&image_path, name));
     assert_eq!(image.range().start, bias.wrapping_add(BASE_FOR_RUNNING));
@@ -191,11 +192,20 @@ fn loads_relocates_runs_and_unloads_a_real_image() {
     assert_eq!(mapping_permissions(range.end - 1), None);
 }
 
+/// Why `path` is refused when its checksum is right (the other checks are under test).
 fn refusal(path: &Path) -> String {
-    match load(path, load_bias()) {
+    refusal_with_checksum(path, file_checksum(path))
+}
+
+fn refusal_with_checksum(path: &Path, checksum: u64) -> String {
+    match load(path, load_bias(), checksum) {
         Ok(image) => panic!("{} was loaded at {:x?}", path.display(), image.range()),
         Err(error) => error.to_string(),
     }
+}
+
+fn file_checksum(path: &Path) -> u64 {
+    hotreload::protocol::checksum(&std::fs::read(path).unwrap())
 }
 
 fn copy_with_mode(from: &Path, to: &Path, mode: u32) {
@@ -231,6 +241,12 @@ fn refuses_unsafe_files_corrupt_images_and_taken_ranges() {
     std::fs::write(&truncated, &image_bytes[..image_bytes.len() / 2]).unwrap();
     let reason = refusal(&truncated);
     assert!(reason.contains("is corrupt"), "{reason}");
+    // What the patcher announced is the whole file: a truncated copy fails the checksum first.
+    let reason = refusal_with_checksum(&truncated, hotreload::protocol::checksum(&image_bytes));
+    assert!(
+        reason.contains("is truncated or damaged: checksum"),
+        "{reason}"
+    );
 
     let garbage = dir.path().join("garbage.elf");
     let noise: Vec<u8> = (0..4096u32)
@@ -240,7 +256,8 @@ fn refuses_unsafe_files_corrupt_images_and_taken_ranges() {
     let reason = refusal(&garbage);
     assert!(reason.contains("is corrupt: not an ELF64"), "{reason}");
 
-    let first: LoadedImage = load(&image_path, load_bias()).unwrap_or_else(|e| panic!("{e}"));
+    let first: LoadedImage = load(&image_path, load_bias(), file_checksum(&image_path))
+        .unwrap_or_else(|e| panic!("{e}"));
     let reason = refusal(&image_path);
     assert!(
         reason.contains(&format!(
@@ -360,6 +377,7 @@ fn apply_with_an_image_checks_build_id_then_maps_all_or_nothing() {
     let image = |build_id: &str| PatchImage {
         path: image_path.display().to_string(),
         build_id: build_id.to_string(),
+        checksum: file_checksum(&image_path),
     };
     let own_build_id = app.hello.build_id.clone();
 
