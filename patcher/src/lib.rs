@@ -18,6 +18,7 @@ pub mod diff;
 pub mod events;
 pub mod exe;
 pub mod image;
+pub mod layout;
 pub mod plan;
 pub mod recompile;
 pub mod registry;

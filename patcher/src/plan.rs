@@ -7,6 +7,7 @@
 //! implementations are the roots: their slots are rewired to the image.
 
 use crate::diff::{demangle, ChangeStatus, SymbolDiff};
+use crate::layout::TypeLayoutChange;
 use crate::symbols::SymbolKind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -50,6 +51,9 @@ pub enum Refusal {
     NewThreadLocal(Vec<String>),
     /// Nothing that changed is reachable from a `#[hotreload]` function.
     NoSlotReached(Vec<String>),
+    /// Types whose values the running program holds changed layout (checked after planning,
+    /// by `layout`).
+    TypeLayout(Vec<TypeLayoutChange>),
 }
 
 impl fmt::Display for Refusal {
@@ -69,6 +73,15 @@ impl fmt::Display for Refusal {
                 f,
                 "no #[hotreload] function calls the changed code ({}), so nothing would run it: mark a caller #[hotreload] or restart",
                 items.join(", ")
+            ),
+            Refusal::TypeLayout(changes) => write!(
+                f,
+                "{}; the running program holds values of the old layout: restart to apply this edit",
+                changes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
         }
     }

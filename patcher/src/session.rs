@@ -4,6 +4,7 @@
 use crate::diff::SymbolDiff;
 use crate::exe::BaseExecutable;
 use crate::image::{image_base, link_image, ImageRequest, LinkedImage, Toolchain};
+use crate::layout::{layout_refusals, TypeLayouts};
 use crate::plan::{plan, PatchPlan, Refusal};
 use crate::recompile::{recompile, RecompileError};
 use crate::registry::implementation_fingerprints;
@@ -71,6 +72,7 @@ pub struct Session {
     store: Store,
     base: Revision,
     base_index: SymbolIndex,
+    base_layouts: TypeLayouts,
     exe: BaseExecutable,
     toolchain: Toolchain,
     hotpatch_exe: PathBuf,
@@ -140,6 +142,7 @@ impl Session {
             .context(|| format!("could not resolve {}", patches_dir.display()))?;
         Ok(Session {
             base_index: SymbolIndex::load(&base)?,
+            base_layouts: TypeLayouts::load(&base)?,
             store,
             base,
             exe,
@@ -182,6 +185,13 @@ impl Session {
         let new_index = SymbolIndex::load(&recompiled.revision)?;
         let diff = SymbolDiff::between(&self.base_index, &new_index);
         let planned = plan(&diff)?;
+        if let Some(plan) = &planned {
+            let changes =
+                layout_refusals(&self.base_layouts, &recompiled.revision, &new_index, plan)?;
+            if !changes.is_empty() {
+                return Err(Refusal::TypeLayout(changes).into());
+            }
+        }
         timings.diff = started.elapsed();
 
         let Some(plan) = planned else {
