@@ -141,6 +141,22 @@ pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
             unreachable.push(function.demangled.clone());
         }
     }
+    // A slot implementation renamed by the edit (the legacy symbol hash covers the fields of
+    // the types its signature names) is still the running slot: a root, so the layout check
+    // sees its arguments.
+    let removed_roots: BTreeSet<&str> = diff
+        .with_status(ChangeStatus::Removed)
+        .filter(|s| s.kind == SymbolKind::Function && s.demangled.ends_with(IMPLEMENTATION_SUFFIX))
+        .map(|s| s.demangled.as_str())
+        .collect();
+    plan.roots.extend(
+        added
+            .iter()
+            .filter(|s| {
+                s.kind == SymbolKind::Function && removed_roots.contains(s.demangled.as_str())
+            })
+            .map(|s| s.mangled.clone()),
+    );
     if plan.roots.is_empty() && !changed.is_empty() {
         return Err(Refusal::NoSlotReached(
             unreachable.iter().map(|n| format!("`{n}`")).collect(),
