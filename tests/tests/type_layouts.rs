@@ -6,6 +6,7 @@ use patcher::layout::{layout_refusals, TypeLayoutChange, TypeLayouts};
 use patcher::plan::{plan, PatchPlan};
 use patcher::{BuildOutcome, CargoArgs, SymbolDiff, SymbolIndex, TargetSelection};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Instant;
 use tests::fixture::{hotpatch_exe, FixtureCrate};
 
@@ -93,6 +94,10 @@ fn main() {
 }
 "#;
 
+/// One build or recompile at a time: concurrent ones in one process can lose a revision to
+/// each other's store pruning ("revision … is not in the store"); they share cargo's lock anyway.
+static STORE: Mutex<()> = Mutex::new(());
+
 /// A fixture built once through hotpatch: the running program's revision and its layouts.
 struct Base {
     fixture: FixtureCrate,
@@ -112,8 +117,14 @@ impl Base {
             },
             ..CargoArgs::default()
         };
+        let guard = STORE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let build = patcher::build(&args, hotpatch_exe())
             .unwrap_or_else(|e| panic!("hotpatch build failed: {e}"));
+        // As a session does: the recompiles must not prune the running build's revision.
+        build.store.pin(&build.revision.id).expect("pin the base");
+        drop(guard);
         let layouts = TypeLayouts::load(&build.revision).expect("base layouts");
         Base {
             fixture,
@@ -129,9 +140,13 @@ impl Base {
         for (from, to) in edits {
             self.fixture.replace(from, to);
         }
+        let guard = STORE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let new = patcher::recompile(&self.build.store, &self.build.revision, hotpatch_exe())
             .unwrap_or_else(|e| panic!("recompile failed: {e}"))
             .revision;
+        drop(guard);
         let base_index = SymbolIndex::load(&self.build.revision).unwrap();
         let new_index = SymbolIndex::load(&new).unwrap();
         let plan = plan(&SymbolDiff::between(&base_index, &new_index))
@@ -156,6 +171,12 @@ impl Base {
         plan.relinked
             .iter()
             .any(|name| patcher::demangle(name) == implementation)
+    }
+}
+
+impl Drop for Base {
+    fn drop(&mut self) {
+        let _ = self.build.store.unpin(&self.build.revision.id);
     }
 }
 

@@ -62,8 +62,6 @@ impl fmt::Display for TypeLayoutChange {
 /// One object file of a revision and what its DWARF says.
 #[derive(Debug, Clone)]
 struct LoadedObject {
-    /// The file name rustc gave it: a codegen unit keeps its name from build to build.
-    name: std::ffi::OsString,
     path: PathBuf,
     len: usize,
     types: Arc<ObjectTypes>,
@@ -92,13 +90,12 @@ impl TypeLayouts {
     fn load_reusing(revision: &Revision, earlier: &[LoadedObject]) -> Result<TypeLayouts> {
         let crate_name = revision.target.crate_name();
         let mut objects = Vec::new();
-        for (captured, path) in revision.objects.iter().zip(revision.object_paths()) {
+        for path in revision.object_paths() {
             let bytes = std::fs::read(&path)
                 .context(|| format!("could not read the object {}", path.display()))?;
-            let name = captured.original.file_name().unwrap_or_default().to_owned();
+            // Names carry a tag of the compiler session, so contents decide.
             let unchanged = earlier.iter().find(|object| {
-                object.name == name
-                    && object.len == bytes.len()
+                object.len == bytes.len()
                     && std::fs::read(&object.path).is_ok_and(|old| old == bytes)
             });
             let types = match unchanged {
@@ -109,7 +106,6 @@ impl TypeLayouts {
                 ),
             };
             objects.push(LoadedObject {
-                name,
                 path,
                 len: bytes.len(),
                 types,
