@@ -710,8 +710,12 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
+    /// Why `path` is refused when its checksum is right (the other checks are under test).
     fn refusal(path: &Path) -> String {
-        load(path, crate::identity::executable().load_bias)
+        let checksum = std::fs::read(path)
+            .map(|b| crate::protocol::checksum(&b))
+            .unwrap_or(0);
+        load(path, crate::identity::executable().load_bias, checksum)
             .expect_err("must be refused")
             .to_string()
     }

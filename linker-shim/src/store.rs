@@ -62,11 +62,17 @@ impl Store {
         self.root.join("pins")
     }
 
-    /// Every complete revision, oldest first.
+    /// Every complete revision, oldest first. A revision another process prunes while this
+    /// one lists the store is skipped, not an error: sessions share a target dir.
     pub fn list(&self) -> Result<Vec<Revision>> {
         let mut revisions = Vec::new();
         for id in self.revision_ids()? {
-            revisions.push(self.load(&id)?);
+            let record = self.revisions_dir().join(id.as_str()).join(RECORD_FILE);
+            match self.load(&id) {
+                Ok(revision) => revisions.push(revision),
+                Err(_) if !record.exists() => continue,
+                Err(error) => return Err(error),
+            }
         }
         Ok(revisions)
     }

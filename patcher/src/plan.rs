@@ -107,6 +107,8 @@ pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
         .with_status(ChangeStatus::Added)
         .filter(|s| s.kind == SymbolKind::ThreadLocal)
         .map(|s| format!("`{}`", s.demangled))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
     if !new_thread_locals.is_empty() {
         return Err(Refusal::NewThreadLocal(new_thread_locals));

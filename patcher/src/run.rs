@@ -90,6 +90,8 @@ struct Program {
     pid: u32,
     run: u64,
     patching: Option<Patching>,
+    /// Keeps the socket's private directory until the program ends.
+    _listener: AppListener,
 }
 
 struct Runner<'a> {
@@ -208,7 +210,12 @@ impl Runner<'_> {
                 None
             }
         };
-        self.program = Some(Program { pid, run, patching });
+        self.program = Some(Program {
+            pid,
+            run,
+            patching,
+            _listener: listener,
+        });
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! One patching session: the running program's base revision and what has been patched into
 //! it so far. Turns "the sources changed" into a linked image and the slot updates for it.
 
-use crate::diff::SymbolDiff;
+use crate::diff::{demangle, SymbolDiff};
 use crate::exe::BaseExecutable;
 use crate::image::{image_base, link_image, ImageRequest, LinkedImage, Toolchain};
 use crate::layout::{layout_refusals, TypeLayouts};
@@ -217,15 +217,30 @@ impl Session {
         let started = Instant::now();
         let fingerprints = implementation_fingerprints(plan.objects.iter().map(PathBuf::as_path))?;
         for root in &plan.roots {
-            let (Some(slot), Some(new)) = (self.slots.get(root), fingerprints.get(root)) else {
-                continue;
+            // The symbol hash covers the signature, so a changed signature usually shows up
+            // as a root with a new name but the path of a running slot.
+            let slot = match self.slots.get(root) {
+                Some(slot)
+                    if fingerprints
+                        .get(root)
+                        .is_none_or(|new| *new == slot.fingerprint) =>
+                {
+                    continue
+                }
+                Some(slot) => slot,
+                None => match self
+                    .slots
+                    .iter()
+                    .find(|(name, _)| demangle(name) == demangle(root))
+                {
+                    Some((_, slot)) => slot,
+                    None => continue,
+                },
             };
-            if *new != slot.fingerprint {
-                return Err(PatchFailure::Refused(format!(
-                    "the signature of `{}` changed; its running callers still pass arguments the old way: restart to apply this edit",
-                    slot.path
-                )));
-            }
+            return Err(PatchFailure::Refused(format!(
+                "the signature of `{}` changed; its running callers still pass arguments the old way: restart to apply this edit",
+                slot.path
+            )));
         }
         let index = self.images_linked;
         let work_dir = self.patches_dir.join(format!("work-{index}"));

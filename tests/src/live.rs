@@ -52,11 +52,12 @@ impl LiveSession {
         let (event_sender, events) = mpsc::channel();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
-                // cargo's own progress lines are not events.
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    if event_sender.send(event).is_err() {
-                        break;
-                    }
+                // cargo's progress and hotpatch's fatal errors are not events: kept as
+                // `{"event": "text"}` so a failing test shows them.
+                let event = serde_json::from_str::<Value>(&line)
+                    .unwrap_or_else(|_| serde_json::json!({"event": "text", "line": line}));
+                if event_sender.send(event).is_err() {
+                    break;
                 }
             }
         });
@@ -97,6 +98,22 @@ impl LiveSession {
         }
     }
 
+    /// The next event named `name`, whatever comes before it.
+    pub fn event_skipping(&mut self, name: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = self
+                .events
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no `{name}` event; events so far: {:#?}", self.seen));
+            self.seen.push(event.clone());
+            if event["event"] == name {
+                return event;
+            }
+        }
+    }
+
     /// The next line of the program's stdout for which `wanted` holds.
     pub fn line_where(&mut self, wanted: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + PATIENCE;
@@ -109,6 +126,29 @@ impl LiveSession {
                 return line;
             }
         }
+    }
+
+    /// Sends `signal` to `hotpatch` itself (SIGUSR1 restart, SIGUSR2 undo, SIGTERM quit).
+    pub fn signal_hotpatch(&self, signal: i32) {
+        // SAFETY: kill(2) on the hotpatch child this session started and has not reaped.
+        unsafe { libc::kill(self.hotpatch.id() as i32, signal) };
+    }
+
+    /// The pid of `hotpatch` itself.
+    pub fn hotpatch_pid(&self) -> u32 {
+        self.hotpatch.id()
+    }
+
+    /// Waits for the program to be started again (after a restart) and watched.
+    pub fn restarted(&mut self) {
+        let started = self.event("app-started");
+        self.pid = started["pid"].as_u64().expect("pid") as u32;
+        self.event("watching");
+    }
+
+    /// Waits for `hotpatch` to exit and returns its exit code.
+    pub fn hotpatch_exit_code(&mut self) -> Option<i32> {
+        self.hotpatch.wait().ok()?.code()
     }
 
     /// Lines already printed are stale after a patch: skip what is buffered.

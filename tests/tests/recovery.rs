@@ -1,0 +1,259 @@
+//! Refusals, recovery and faults under a real `hotpatch run`: every edit that can't be
+//! applied is refused with a reason while the program keeps running its old code; compile
+//! errors, undo, restart, crashes and a killed hotpatch leave the user in control.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use tests::fixture::FixtureCrate;
+use tests::live::{field, LiveSession};
+
+const PROGRAM: &str = r#"use hotreload::hotreload;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub static FRAMES: AtomicU64 = AtomicU64::new(0);
+
+#[hotreload]
+fn frame() -> String {
+    let frames = FRAMES.fetch_add(1, Ordering::Relaxed) + 1;
+    format!("frames={frames} word=alpha")
+}
+
+#[hotreload]
+fn risky(n: u64) -> u64 {
+    n + 1
+}
+
+fn print(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn main() {
+    print("hello=one");
+    loop {
+        print(&frame());
+        print(&format!("risky={}", risky(7)));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+"#;
+
+fn start(name: &str) -> LiveSession {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    LiveSession::start(FixtureCrate::create_hot(base, name, PROGRAM), &[])
+}
+
+fn word(session: &mut LiveSession) -> String {
+    field(&session.line_where(|l| l.starts_with("frames=")), "word").to_string()
+}
+
+/// Applies an edit that must be refused with `reason` in it, checks the program still runs
+/// the old code, then undoes the edit.
+fn refused(session: &mut LiveSession, from: &str, to: &str, reason: &str) {
+    session.fixture.replace(from, to);
+    let refusal = session.event_skipping("patch-refused");
+    let why = refusal["reason"].as_str().unwrap_or_default();
+    assert!(why.contains(reason), "expected `{reason}` in: {why}");
+    assert!(
+        why.contains("src/main.rs"),
+        "the reason names the edited file: {why}"
+    );
+    session.drain_lines();
+    assert_eq!(
+        word(session),
+        "alpha",
+        "the program keeps running its old code"
+    );
+    session.fixture.replace(to, from);
+    session.event_skipping("no-change");
+}
+
+#[test]
+fn unpatchable_edits_are_refused_and_the_old_code_keeps_running() {
+    let mut session = start("recovery-refusals");
+    assert_eq!(word(&mut session), "alpha");
+    refused(
+        &mut session,
+        "FRAMES: AtomicU64 = AtomicU64::new(0)",
+        "FRAMES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0)",
+        "FRAMES",
+    );
+    refused(
+        &mut session,
+        "fn risky(n: u64) -> u64 {\n    n + 1",
+        "fn risky(n: u64) -> u64 {\n    thread_local! { static EXTRA: std::cell::Cell<u64> = const { std::cell::Cell::new(0) }; }\n    EXTRA.with(|e| e.set(e.get() + 1));\n    n + EXTRA.with(|e| e.get())",
+        "thread-local",
+    );
+    refused(
+        &mut session,
+        "fn risky(n: u64) -> u64 {",
+        "fn risky(n: u64) -> u128 {\n    n as u128 + 1\n}\nfn unused(n: u64) -> u64 {",
+        "signature of `recovery_refusals::risky` changed",
+    );
+    refused(
+        &mut session,
+        "print(\"hello=one\");",
+        "print(\"hello=two\");",
+        "no #[hotreload] function calls the changed code",
+    );
+    // After all that, a good edit still patches.
+    session.edit("word=alpha", "word=beta");
+    assert_eq!(word(&mut session), "beta");
+}
+
+#[test]
+fn compile_errors_keep_the_old_code_and_the_next_good_save_patches() {
+    let mut session = start("recovery-compile");
+    session.fixture.replace("word=alpha\")", "word=alpha\") +");
+    let error = session.event_skipping("compile-error");
+    assert!(
+        error["rendered"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("error"),
+        "{error}"
+    );
+    session.drain_lines();
+    assert_eq!(word(&mut session), "alpha");
+    session.fixture.replace("word=alpha\") +", "word=fixed\")");
+    session.event("patch-applied");
+    session.drain_lines();
+    assert_eq!(word(&mut session), "fixed");
+}
+
+#[test]
+fn undo_points_the_slots_back_one_patch_at_a_time() {
+    let mut session = start("recovery-undo");
+    session.edit("word=alpha", "word=beta");
+    session.edit("word=beta", "word=gamma");
+    assert_eq!(word(&mut session), "gamma");
+    for expected in ["beta", "alpha"] {
+        session.signal_hotpatch(libc::SIGUSR2);
+        session.event("rolled-back");
+        session.drain_lines();
+        assert_eq!(word(&mut session), expected);
+    }
+    session.signal_hotpatch(libc::SIGUSR2);
+    let warning = session.event_skipping("warning");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nothing to undo"),
+        "{warning}"
+    );
+    // Editing after an undo patches against the running build as usual.
+    session.edit("word=gamma", "word=delta");
+    assert_eq!(word(&mut session), "delta");
+}
+
+#[test]
+fn restart_runs_the_current_source_in_a_new_process() {
+    let mut session = start("recovery-restart");
+    let first_pid = session.pid;
+    session
+        .fixture
+        .replace("print(\"hello=one\");", "print(\"hello=two\");");
+    session.event_skipping("patch-refused"); // main is not reached by any #[hotreload] function
+    session.signal_hotpatch(libc::SIGUSR1);
+    session.event_skipping("app-exited");
+    session.restarted();
+    assert_ne!(session.pid, first_pid);
+    assert_eq!(session.line_where(|l| l.starts_with("hello=")), "hello=two");
+    assert!(
+        !Path::new(&format!("/proc/{first_pid}")).exists(),
+        "the old program is gone"
+    );
+    // And the new program is patched like the first one.
+    session.edit("word=alpha", "word=after-restart");
+    assert_eq!(word(&mut session), "after-restart");
+}
+
+#[test]
+fn a_crash_is_reported_and_a_restart_brings_the_program_back() {
+    let mut session = start("recovery-crash");
+    session.fixture.replace(
+        "    n + 1\n",
+        "    if n == 7 {\n        std::process::abort();\n    }\n    n + 1\n",
+    );
+    let exited = session.event_skipping("app-exited");
+    assert_eq!(
+        exited["signal"],
+        serde_json::json!(libc::SIGABRT),
+        "{exited}"
+    );
+    let warning = session.event("warning");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("restart"),
+        "{warning}"
+    );
+    session
+        .fixture
+        .replace("        std::process::abort();\n", "        return 100;\n");
+    session.signal_hotpatch(libc::SIGUSR1);
+    session.restarted();
+    session.line_where(|l| l.starts_with("hello=")); // the new program's first line
+    assert_eq!(session.line_where(|l| l.starts_with("risky=")), "risky=100");
+}
+
+#[test]
+fn quitting_stops_the_program_and_hotpatch() {
+    let mut session = start("recovery-quit");
+    let pid = session.pid;
+    session.signal_hotpatch(libc::SIGTERM);
+    let exited = session.event_skipping("app-exited");
+    assert_eq!(
+        exited["signal"],
+        serde_json::json!(libc::SIGTERM),
+        "{exited}"
+    );
+    assert_eq!(session.hotpatch_exit_code(), Some(128 + libc::SIGTERM));
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn killing_hotpatch_leaves_the_program_running() {
+    let mut session = start("recovery-orphan");
+    session.signal_hotpatch(libc::SIGKILL);
+    session.hotpatch_exit_code();
+    session.drain_lines();
+    for _ in 0..5 {
+        assert_eq!(
+            word(&mut session),
+            "alpha",
+            "the program keeps running without hotpatch"
+        );
+    }
+}
+
+#[test]
+fn the_socket_is_private_and_sessions_do_not_share_it() {
+    let first = start("recovery-socket-a");
+    let second = start("recovery-socket-b");
+    let socket_of = |pid: u32| {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        let entry = environ
+            .split(|&b| b == 0)
+            .find_map(|e| e.strip_prefix(b"HOTPATCH_SOCKET="))
+            .expect("HOTPATCH_SOCKET");
+        std::path::PathBuf::from(String::from_utf8(entry.to_vec()).unwrap())
+    };
+    let (a, b) = (socket_of(first.pid), socket_of(second.pid));
+    assert_ne!(a, b);
+    for socket in [&a, &b] {
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(socket), 0o600, "{}", socket.display());
+        assert_eq!(
+            mode(socket.parent().unwrap()),
+            0o700,
+            "{}",
+            socket.display()
+        );
+    }
+}
