@@ -78,28 +78,23 @@ impl LiveSession {
 
     /// The next event named `name`; fails on `compile-error` or a refusal it did not ask for.
     pub fn event(&mut self, name: &str) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let event = self
-                .events
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no `{name}` event; events so far: {:#?}", self.seen));
-            self.seen.push(event.clone());
-            let kind = event["event"].as_str().unwrap_or_default().to_string();
-            if kind == name {
-                return event;
-            }
+        self.event_where(name, |event| {
             let unexpected = ["compile-error", "patch-refused", "app-exited", "warning"];
+            let kind = event["event"].as_str().unwrap_or_default();
             assert!(
-                !unexpected.contains(&kind.as_str()),
+                !unexpected.contains(&kind),
                 "waiting for `{name}`, got {event:#}"
             );
-        }
+        })
     }
 
     /// The next event named `name`, whatever comes before it.
     pub fn event_skipping(&mut self, name: &str) -> Value {
+        self.event_where(name, |_| {})
+    }
+
+    /// Reads events until one named `name`, showing every other one to `passing`.
+    fn event_where(&mut self, name: &str, passing: impl Fn(&Value)) -> Value {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -111,6 +106,7 @@ impl LiveSession {
             if event["event"] == name {
                 return event;
             }
+            passing(&event);
         }
     }
 
