@@ -10,6 +10,7 @@
 //! - [`Store`] (from `linker-shim`) lists, loads, pins and prunes revisions.
 pub use hotreload::protocol;
 
+pub mod bench;
 pub mod build;
 pub mod capture;
 pub mod cli;

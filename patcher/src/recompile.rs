@@ -107,7 +107,7 @@ pub fn recompile(
 }
 
 /// Replaces the value of `--out-dir` (the output directory does not influence symbol names).
-fn redirect_out_dir(mut args: Vec<String>, out_dir: &Path) -> Vec<String> {
+pub fn redirect_out_dir(mut args: Vec<String>, out_dir: &Path) -> Vec<String> {
     let out_dir = out_dir.display().to_string();
     let mut index = 0;
     while index < args.len() {

@@ -1,0 +1,149 @@
+//! The compiler floor: what rustc alone needs for the same edit, measured in the same run.
+//!
+//! It is the binary crate's invocation exactly as hotpatch recorded it (every flag, the
+//! environment, the working directory) with three changes: `--out-dir` points at a scratch
+//! directory, `-C incremental` at the floor's own copy of the incremental cache, and the linker
+//! is `/bin/true` — parsing, analysis, codegen and the object files, but no link. The copy is
+//! taken from hotpatch's cache before the first edit, and each floor compile follows the
+//! hotpatch compile of the same edit, so both start from the previous version's cache.
+
+use linker_shim::{Context, Error, Result, RustcInvocation, Store};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Re-runs one crate's recorded compilation without linking.
+pub struct CompilerFloor {
+    invocation: RustcInvocation,
+    args: Vec<String>,
+}
+
+impl CompilerFloor {
+    /// The floor for binary crate `crate_name` built through hotpatch into `target_dir`;
+    /// keeps its cache and outputs under `scratch` (emptied first).
+    pub fn prepare(target_dir: &Path, crate_name: &str, scratch: &Path) -> Result<CompilerFloor> {
+        let invocation = Store::for_target_dir(target_dir)
+            .invocations()?
+            .into_iter()
+            .find(|i| i.crate_name == crate_name && i.crate_types.iter().any(|t| t == "bin"))
+            .ok_or_else(|| {
+                Error::new(format!("hotpatch recorded no invocation of {crate_name}"))
+            })?;
+        let _ = std::fs::remove_dir_all(scratch);
+        let (out_dir, incremental) = (scratch.join("out"), scratch.join("incremental"));
+        std::fs::create_dir_all(&out_dir)
+            .context(|| format!("could not create {}", out_dir.display()))?;
+        let recorded_cache = codegen_option(&invocation.args, "incremental")
+            .map(PathBuf::from)
+            .ok_or_else(|| Error::new(format!("{crate_name} is not compiled incrementally")))?;
+        copy_crate_caches(&recorded_cache, crate_name, &incremental)?;
+        let args = crate::recompile::redirect_out_dir(
+            invocation.compiler_args(Path::new("/bin/true")),
+            &out_dir,
+        );
+        let args = with_codegen_option(args, "incremental", &incremental.display().to_string());
+        Ok(CompilerFloor { invocation, args })
+    }
+
+    /// Compiles the current sources once; the wall time of the compiler process.
+    pub fn compile(&self) -> Result<Duration> {
+        let started = Instant::now();
+        let output = Command::new(&self.invocation.rustc)
+            .args(&self.args)
+            .env_clear()
+            .envs(&self.invocation.env)
+            .current_dir(&self.invocation.cwd)
+            .output()
+            .context(|| format!("could not run {}", self.invocation.rustc.display()))?;
+        let elapsed = started.elapsed();
+        if !output.status.success() {
+            return Err(Error::new(format!(
+                "the floor compile failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(elapsed)
+    }
+}
+
+/// The value of the last `-C name=value` (or `-Cname=value`) in `args`.
+fn codegen_option<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    let prefix = format!("{name}=");
+    let mut found = None;
+    for (index, arg) in args.iter().enumerate() {
+        let option = match arg.strip_prefix("-C") {
+            Some("") => args.get(index + 1).map(String::as_str),
+            Some(joined) => Some(joined),
+            None => None,
+        };
+        if let Some(value) = option.and_then(|option| option.strip_prefix(&prefix)) {
+            found = Some(value);
+        }
+    }
+    found
+}
+
+/// `args` with every `-C name=…` set to `value`.
+fn with_codegen_option(args: Vec<String>, name: &str, value: &str) -> Vec<String> {
+    let prefix = format!("{name}=");
+    args.into_iter()
+        .map(|arg| match arg.strip_prefix("-C") {
+            Some(option) if option.starts_with(&prefix) => format!("-C{prefix}{value}"),
+            _ if arg.starts_with(&prefix) => format!("{prefix}{value}"),
+            _ => arg,
+        })
+        .collect()
+}
+
+/// Copies the session directories of `crate_name` (`<crate>-<hash>/`) from an incremental
+/// cache into `to`.
+fn copy_crate_caches(cache: &Path, crate_name: &str, to: &Path) -> Result<()> {
+    let prefix = format!("{crate_name}-");
+    let entries =
+        std::fs::read_dir(cache).context(|| format!("could not list {}", cache.display()))?;
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).context(|| format!("could not create {}", to.display()))?;
+    let entries =
+        std::fs::read_dir(from).context(|| format!("could not list {}", from.display()))?;
+    for entry in entries.flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .context(|| format!("could not copy {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_option_is_found_and_replaced_in_both_spellings() {
+        let args = [
+            "-C",
+            "incremental=/t/inc",
+            "-Copt-level=0",
+            "-Cincremental=/t/2",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(codegen_option(&args, "incremental"), Some("/t/2"));
+        assert_eq!(codegen_option(&args, "opt-level"), Some("0"));
+        assert_eq!(
+            with_codegen_option(args, "incremental", "/f"),
+            ["-C", "incremental=/f", "-Copt-level=0", "-Cincremental=/f"]
+        );
+    }
+}

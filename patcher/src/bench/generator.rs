@@ -1,0 +1,300 @@
+//! The programs the bench patches, written into one scratch cargo workspace so that the
+//! runtime's dependencies are compiled once for all of them.
+//!
+//! Each program is a binary crate of generated modules (structs, impls, trait objects, generic
+//! helpers, closures, formatting) driven by a frame loop that calls a `#[hotreload]` function.
+//! That function calls `edit_site::tint`, whose `let version = "N";` line is the edit: the
+//! program prints `first-call version=N t=<CLOCK_REALTIME ns>` the first time version N runs,
+//! and `first-frame t=…` after its first frame (for the restart measurement).
+
+use linker_shim::{Context, Result};
+use std::path::{Path, PathBuf};
+
+const MODULE: &str = include_str!("templates/module.rs.in");
+const MAIN: &str = include_str!("templates/main.rs.in");
+const CLOCK: &str = include_str!("templates/clock.rs.in");
+const EDIT_SITE: &str = include_str!("templates/edit_site.rs.in");
+const CALL_OVERHEAD: &str = include_str!("templates/call_overhead.rs.in");
+
+/// The library crates the `crates` program depends on.
+const LIBRARY_CRATES: usize = 3;
+/// The binary crate of the `crates` program, in lines.
+const CRATES_PROGRAM_LINES: usize = 1_000;
+
+/// The package that measures the `#[hotreload]` call overhead (built at opt-level 3).
+pub const CALL_OVERHEAD_PACKAGE: &str = "call-overhead";
+
+/// Which program to generate, as spelled on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgramSpec {
+    /// A binary crate of about this many lines (`1k`, `10k`, `50k`).
+    Lines(usize),
+    /// A 1k-line binary crate that depends on a few workspace-local library crates (`crates`).
+    WithCrates,
+}
+
+impl std::str::FromStr for ProgramSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        if text == "crates" {
+            return Ok(ProgramSpec::WithCrates);
+        }
+        text.strip_suffix('k')
+            .and_then(|thousands| thousands.parse::<usize>().ok())
+            .filter(|thousands| *thousands > 0)
+            .map(|thousands| ProgramSpec::Lines(thousands * 1_000))
+            .ok_or_else(|| format!("`{text}`: expected a size like `10k`, or `crates`"))
+    }
+}
+
+impl ProgramSpec {
+    /// The label in tables and the package name's suffix: `1k`, `10k`, `crates`.
+    pub fn label(&self) -> String {
+        match self {
+            ProgramSpec::Lines(lines) => format!("{}k", lines / 1_000),
+            ProgramSpec::WithCrates => "crates".into(),
+        }
+    }
+
+    pub fn package(&self) -> String {
+        format!("bench-{}", self.label())
+    }
+}
+
+/// A generated program, ready to build.
+#[derive(Debug, Clone)]
+pub struct GeneratedProgram {
+    pub spec: ProgramSpec,
+    pub package: String,
+    pub dir: PathBuf,
+    /// Lines of the binary crate (what a patch recompiles).
+    pub lines: usize,
+    /// Lines of the workspace-local library crates it depends on.
+    pub library_lines: usize,
+}
+
+impl GeneratedProgram {
+    /// The file the bench edits.
+    pub fn edit_site(&self) -> PathBuf {
+        self.dir.join("src/edit_site.rs")
+    }
+
+    /// Writes the edit site at `version`: the one line that differs between versions.
+    pub fn write_version(&self, version: u32) -> Result<()> {
+        write(&self.edit_site(), &edit_site_source(version))
+    }
+}
+
+/// The scratch workspace: every program plus the call-overhead package.
+#[derive(Debug, Clone)]
+pub struct BenchWorkspace {
+    pub manifest_path: PathBuf,
+    pub programs: Vec<GeneratedProgram>,
+}
+
+/// Writes the workspace under `root` (replacing earlier sources, keeping `Cargo.lock` and
+/// anything else) with one program per spec; programs depend on `hotreload_dir` by path.
+/// `lockfile` seeds `Cargo.lock` on the first run, so dependencies resolve to the versions
+/// this repository already uses.
+pub fn generate(
+    root: &Path,
+    specs: &[ProgramSpec],
+    hotreload_dir: &Path,
+    lockfile: &Path,
+) -> Result<BenchWorkspace> {
+    let hotreload = format!("hotreload = {{ path = {:?} }}\n", hotreload_dir.display());
+    let mut members = vec![CALL_OVERHEAD_PACKAGE.to_string()];
+    let mut programs = Vec::new();
+    for spec in specs {
+        let package = spec.package();
+        let dir = root.join(&package);
+        let _ = std::fs::remove_dir_all(&dir);
+        let (module_count, libraries) = match spec {
+            ProgramSpec::Lines(lines) => (modules_for(*lines), Vec::new()),
+            ProgramSpec::WithCrates => (
+                modules_for(CRATES_PROGRAM_LINES),
+                (0..LIBRARY_CRATES)
+                    .map(|index| format!("{package}-lib-{index}"))
+                    .collect(),
+            ),
+        };
+        let mut library_lines = 0;
+        let mut dependencies = hotreload.clone();
+        for (index, library) in libraries.iter().enumerate() {
+            let source = module_source(module_count + index);
+            library_lines += source.lines().count();
+            write_package(&root.join(library), library, "", &[("src/lib.rs", source)])?;
+            dependencies.push_str(&format!("{library} = {{ path = \"../{library}\" }}\n"));
+            members.push(library.clone());
+        }
+        let sources = binary_sources(&package, module_count, &libraries);
+        let lines = sources.iter().map(|(_, text)| text.lines().count()).sum();
+        write_package(&dir, &package, &dependencies, &sources)?;
+        members.push(package.clone());
+        programs.push(GeneratedProgram {
+            spec: spec.clone(),
+            package,
+            dir,
+            lines,
+            library_lines,
+        });
+    }
+    write_package(
+        &root.join(CALL_OVERHEAD_PACKAGE),
+        CALL_OVERHEAD_PACKAGE,
+        &hotreload,
+        &[("src/main.rs", CALL_OVERHEAD.to_string())],
+    )?;
+    let manifest_path = root.join("Cargo.toml");
+    write(&manifest_path, &workspace_manifest(&members))?;
+    let workspace_lock = root.join("Cargo.lock");
+    if !workspace_lock.exists() {
+        std::fs::copy(lockfile, &workspace_lock)
+            .context(|| format!("could not copy {}", lockfile.display()))?;
+    }
+    Ok(BenchWorkspace {
+        manifest_path,
+        programs,
+    })
+}
+
+/// How many generated modules make a binary crate of about `lines` lines.
+fn modules_for(lines: usize) -> usize {
+    let fixed = MAIN.lines().count() + CLOCK.lines().count() + EDIT_SITE.lines().count();
+    let per_module = MODULE.lines().count() + 2; // its `mod` line and its `STEPS` entry
+    let modules = (lines.saturating_sub(fixed) as f64 / per_module as f64).round();
+    (modules as usize).max(1)
+}
+
+/// Module `index` of the template; constants vary so no two modules compile to the same code.
+fn module_source(index: usize) -> String {
+    MODULE
+        .replace("__K__", &index.to_string())
+        .replace("__SEED__", &(index * 7919 + 17).to_string())
+        .replace("__MASS__", &(2 + index % 7).to_string())
+        .replace("__HEAVY__", &(4 + index % 5).to_string())
+        .replace("__WORD_LIMIT__", &(8 + index % 9).to_string())
+}
+
+/// `src/…` of the binary crate: main, clock, the edit site at version 0, and the modules.
+/// The frame loop steps through the modules and the libraries' `step` functions.
+fn binary_sources(package: &str, modules: usize, libraries: &[String]) -> Vec<(String, String)> {
+    let names: Vec<String> = (0..modules).map(|index| format!("m{index:04}")).collect();
+    let declarations: String = names.iter().map(|name| format!("mod {name};\n")).collect();
+    let steps: String = names
+        .iter()
+        .cloned()
+        .chain(libraries.iter().map(|library| library.replace('-', "_")))
+        .map(|path| format!("    {path}::step,\n"))
+        .collect();
+    let main = MAIN
+        .replace("__PACKAGE__", package)
+        .replace("__STEP_COUNT__", &(modules + libraries.len()).to_string())
+        .replace("__MODULES__", &declarations)
+        .replace("__STEPS__", &steps);
+    let mut sources = vec![
+        ("src/main.rs".to_string(), main),
+        ("src/clock.rs".to_string(), CLOCK.to_string()),
+        ("src/edit_site.rs".to_string(), edit_site_source(0)),
+    ];
+    sources.extend(
+        names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| (format!("src/{name}.rs"), module_source(index))),
+    );
+    sources
+}
+
+/// The edit site with `let version = "<version>";`.
+pub fn edit_site_source(version: u32) -> String {
+    EDIT_SITE.replace("__VERSION__", &version.to_string())
+}
+
+/// The workspace manifest. The call-overhead package alone is optimised: the slot's load and
+/// indirect call are inlined into the caller, so its own opt-level is what counts.
+fn workspace_manifest(members: &[String]) -> String {
+    let members: Vec<String> = members.iter().map(|m| format!("{m:?}")).collect();
+    format!(
+        "[workspace]\nresolver = \"2\"\nmembers = [{}]\n\n\
+         [profile.dev.package.{CALL_OVERHEAD_PACKAGE}]\nopt-level = 3\ndebug-assertions = false\noverflow-checks = false\n",
+        members.join(", ")
+    )
+}
+
+fn write_package(
+    dir: &Path,
+    name: &str,
+    dependencies: &str,
+    sources: &[(impl AsRef<str>, String)],
+) -> Result<()> {
+    let manifest = format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\n{dependencies}"
+    );
+    write(&dir.join("Cargo.toml"), &manifest)?;
+    for (path, text) in sources {
+        write(&dir.join(path.as_ref()), text)?;
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .context(|| format!("could not create {}", parent.display()))?;
+    }
+    std::fs::write(path, text).context(|| format!("could not write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_from_the_command_line() {
+        assert_eq!("10k".parse(), Ok(ProgramSpec::Lines(10_000)));
+        assert_eq!("crates".parse(), Ok(ProgramSpec::WithCrates));
+        assert!("10".parse::<ProgramSpec>().is_err());
+        assert!("0k".parse::<ProgramSpec>().is_err());
+        assert_eq!(ProgramSpec::Lines(50_000).package(), "bench-50k");
+    }
+
+    #[test]
+    fn programs_have_about_the_lines_asked_for() {
+        for lines in [1_000, 10_000, 50_000] {
+            let modules = modules_for(lines);
+            let generated: usize = binary_sources("p", modules, &[])
+                .iter()
+                .map(|(_, text)| text.lines().count())
+                .sum();
+            let off = generated.abs_diff(lines) as f64 / lines as f64;
+            assert!(off < 0.2, "{generated} lines for a {lines}-line program");
+        }
+    }
+
+    #[test]
+    fn no_placeholder_survives_and_modules_differ() {
+        let sources = binary_sources("p", 2, &["p-lib-0".into()]);
+        for (path, text) in &sources {
+            assert!(!text.contains("__"), "{path} keeps a placeholder");
+        }
+        let main = &sources[0].1;
+        assert!(main.contains("mod m0001;") && main.contains("    p_lib_0::step,\n"));
+        assert_ne!(module_source(0), module_source(1));
+    }
+
+    #[test]
+    fn versions_differ_in_exactly_one_line() {
+        let (before, after) = (edit_site_source(3), edit_site_source(4));
+        let differing: Vec<_> = before
+            .lines()
+            .zip(after.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert_eq!(
+            differing,
+            [("    let version = \"3\";", "    let version = \"4\";")]
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! One program, measured: a live `hotpatch run` session takes the same one-line edit
+//! `repeats` times; after each patch the compiler floor and the usual rebuild + restart are
+//! measured on the same sources, so all three see the same edit on the same noisy machine.
+
+use super::floor::CompilerFloor;
+use super::generator::GeneratedProgram;
+use super::live::{event_named, field, line_starting, resident_kib, timestamp_ns, LiveRun, Output};
+use super::realtime_ns;
+use super::rebuild::CargoBuild;
+use linker_shim::{Error, Result};
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The first `hotpatch run` of a program builds it (and, for the first program, the
+/// runtime's dependencies) from scratch.
+const BUILD_PATIENCE: Duration = Duration::from_secs(600);
+/// One patch of the largest program, on two busy cores.
+const PATCH_PATIENCE: Duration = Duration::from_secs(180);
+
+/// Where and with what the programs are built and patched.
+pub struct Setup {
+    pub hotpatch_exe: PathBuf,
+    pub cargo: PathBuf,
+    pub manifest_path: PathBuf,
+    /// The generated programs' cargo target directory (hotpatch keeps its own under it).
+    pub target_dir: PathBuf,
+    /// Scratch space for the floor's caches.
+    pub scratch: PathBuf,
+}
+
+/// One edit, all measurements, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Sample {
+    /// From just before the edit is written to the program's first call of the new version.
+    pub edit_to_running: f64,
+    /// hotpatch's `ms` breakdown of the patch (`total` is detection to applied).
+    pub hotpatch_total: f64,
+    pub rustc: f64,
+    pub diff: f64,
+    pub link: f64,
+    pub load: f64,
+    pub floor: f64,
+    pub cargo_build: f64,
+    pub restart: f64,
+    pub image_bytes: u64,
+}
+
+/// Resident memory, KiB.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Memory {
+    pub hotpatch_rss: u64,
+    pub hotpatch_peak: u64,
+    pub program_before_first_patch: u64,
+    pub program_after_last_patch: u64,
+}
+
+/// Everything measured on one program.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgramMeasurement {
+    pub label: String,
+    pub lines: usize,
+    pub library_lines: usize,
+    pub samples: Vec<Sample>,
+    pub memory: Memory,
+}
+
+/// Measures `program` over `repeats` edits; `progress` gets a line per step.
+pub fn measure(
+    setup: &Setup,
+    program: &GeneratedProgram,
+    repeats: u32,
+    progress: &dyn Fn(&str),
+) -> Result<ProgramMeasurement> {
+    let cargo_build = CargoBuild {
+        cargo: setup.cargo.clone(),
+        manifest_path: setup.manifest_path.clone(),
+        package: program.package.clone(),
+        target_dir: setup.target_dir.clone(),
+    };
+    progress("plain cargo build (untimed: the usual loop then starts from a warm cache)");
+    cargo_build.run()?;
+    progress("hotpatch run: build, start, watch");
+    let mut live = LiveRun::start(
+        &setup.hotpatch_exe,
+        &setup.manifest_path,
+        &program.package,
+        &setup.target_dir,
+        BUILD_PATIENCE,
+    )?;
+    let floor = CompilerFloor::prepare(
+        &setup.target_dir,
+        &program.package.replace('-', "_"),
+        &setup.scratch.join("floor").join(&program.package),
+    )?;
+    let program_before = resident_kib(live.program_pid)?.0;
+    let mut samples = Vec::new();
+    for version in 1..=repeats {
+        let written_at = realtime_ns();
+        program.write_version(version)?;
+        let (patch, first_call) = wait_for_version(&mut live, version)?;
+        let mut sample = patch_sample(&patch)?;
+        sample.edit_to_running = millis_between(written_at, timestamp_ns(&first_call)?);
+        sample.floor = millis(floor.compile()?);
+        let usual = cargo_build.rebuild_and_restart()?;
+        (sample.cargo_build, sample.restart) = (millis(usual.build), millis(usual.restart));
+        progress(&format!(
+            "edit {version}/{repeats}: running after {:.0} ms (rustc {:.0}); floor {:.0} ms; rebuild + restart {:.0} ms",
+            sample.edit_to_running,
+            sample.rustc,
+            sample.floor,
+            sample.cargo_build + sample.restart
+        ));
+        samples.push(sample);
+    }
+    let (hotpatch_rss, hotpatch_peak) = resident_kib(live.hotpatch_pid)?;
+    let memory = Memory {
+        hotpatch_rss,
+        hotpatch_peak,
+        program_before_first_patch: program_before,
+        program_after_last_patch: resident_kib(live.program_pid)?.0,
+    };
+    live.stop()?;
+    Ok(ProgramMeasurement {
+        label: program.spec.label(),
+        lines: program.lines,
+        library_lines: program.library_lines,
+        samples,
+        memory,
+    })
+}
+
+/// Waits for both the `patch-applied` event and the program's `first-call version=<version>`
+/// line, whichever comes first.
+fn wait_for_version(live: &mut LiveRun, version: u32) -> Result<(Value, String)> {
+    let version = version.to_string();
+    let (mut patch, mut first_call) = (None, None);
+    live.wait_for(Instant::now() + PATCH_PATIENCE, |output: &Output| {
+        if let Some(event) = event_named(output, "patch-applied") {
+            patch = Some(event);
+        }
+        if let Some(line) = line_starting(output, "first-call ") {
+            if field(&line, "version") == Some(version.as_str()) {
+                first_call = Some(line);
+            }
+        }
+        patch.clone().zip(first_call.clone())
+    })
+}
+
+/// hotpatch's timings and the image size from a `patch-applied` event.
+fn patch_sample(event: &Value) -> Result<Sample> {
+    let ms = |key: &str| {
+        event["ms"][key]
+            .as_f64()
+            .ok_or_else(|| Error::new(format!("no `ms.{key}` in {event}")))
+    };
+    let image_bytes = match event["image"].as_str() {
+        Some(path) => std::fs::metadata(Path::new(path)).map_or(0, |m| m.len()),
+        None => 0,
+    };
+    Ok(Sample {
+        hotpatch_total: ms("total")?,
+        rustc: ms("rustc")?,
+        diff: ms("diff")?,
+        link: ms("link")?,
+        load: ms("load")?,
+        image_bytes,
+        ..Sample::default()
+    })
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn millis_between(from_ns: u128, to_ns: u128) -> f64 {
+    to_ns.saturating_sub(from_ns) as f64 / 1e6
+}

@@ -1,0 +1,353 @@
+//! From samples to what the bench claims: medians per program, the ratios against the two
+//! baselines, and the targets, checked against the numbers rather than asserted.
+
+use super::call_overhead::CallOverhead;
+use super::measure::{ProgramMeasurement, Sample};
+use serde::Serialize;
+
+/// The program compared with the demo (`demo-app` is about 1k lines).
+pub const DEMO_SIZED: &str = "1k";
+/// Edit-to-running may take this many times the compiler floor on the demo-sized program.
+pub const FLOOR_RATIO_TARGET: f64 = 1.3;
+/// Everything but rustc (diff + link + load), milliseconds.
+pub const OVERHEAD_TARGET_MS: f64 = 40.0;
+/// "Flat": the largest program's diff + link + load within this factor of the smallest's.
+pub const FLATNESS_TARGET: f64 = 1.5;
+/// What a `#[hotreload]` call may add, nanoseconds.
+pub const CALL_TARGET_NS: f64 = 1.0;
+
+/// The median; the mean of the middle two for an even count, NaN when empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// One program's medians (milliseconds unless named otherwise).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgramSummary {
+    pub label: String,
+    pub lines: usize,
+    pub library_lines: usize,
+    pub edit_to_running: f64,
+    pub floor: f64,
+    pub rebuild_restart: f64,
+    pub cargo_build: f64,
+    pub restart: f64,
+    pub rustc: f64,
+    pub diff: f64,
+    pub link: f64,
+    pub load: f64,
+    /// diff + link + load: hotpatch's own cost, everything but rustc.
+    pub patch_overhead: f64,
+    /// Edit-to-running minus hotpatch's `total`: the watcher (its debounce), the file write,
+    /// and the wait for the program's next frame.
+    pub outside_patch: f64,
+    pub ratio_to_floor: f64,
+    pub ratio_to_rebuild_restart: f64,
+    pub hotpatch_rss_mib: f64,
+    pub hotpatch_peak_mib: f64,
+    pub program_growth_kib_per_patch: f64,
+    pub image_kib: f64,
+}
+
+impl ProgramSummary {
+    pub fn of(measured: &ProgramMeasurement) -> ProgramSummary {
+        let samples = &measured.samples;
+        let of = |value: fn(&Sample) -> f64| median(&samples.iter().map(value).collect::<Vec<_>>());
+        let edit_to_running = of(|s| s.edit_to_running);
+        let floor = of(|s| s.floor);
+        let rebuild_restart = of(|s| s.cargo_build + s.restart);
+        let memory = &measured.memory;
+        let growth =
+            memory.program_after_last_patch as f64 - memory.program_before_first_patch as f64;
+        ProgramSummary {
+            label: measured.label.clone(),
+            lines: measured.lines,
+            library_lines: measured.library_lines,
+            edit_to_running,
+            floor,
+            rebuild_restart,
+            cargo_build: of(|s| s.cargo_build),
+            restart: of(|s| s.restart),
+            rustc: of(|s| s.rustc),
+            diff: of(|s| s.diff),
+            link: of(|s| s.link),
+            load: of(|s| s.load),
+            patch_overhead: of(|s| s.diff + s.link + s.load),
+            outside_patch: of(|s| s.edit_to_running - s.hotpatch_total),
+            ratio_to_floor: edit_to_running / floor,
+            ratio_to_rebuild_restart: edit_to_running / rebuild_restart,
+            hotpatch_rss_mib: memory.hotpatch_rss as f64 / 1024.0,
+            hotpatch_peak_mib: memory.hotpatch_peak as f64 / 1024.0,
+            program_growth_kib_per_patch: growth / samples.len().max(1) as f64,
+            image_kib: of(|s| s.image_bytes as f64) / 1024.0,
+        }
+    }
+}
+
+/// One target and how the run did against it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCheck {
+    pub target: String,
+    pub measured: String,
+    /// `None`: this run did not measure it (e.g. `--sizes` left out the program it needs).
+    pub met: Option<bool>,
+}
+
+/// The four targets of the issue, in its order.
+pub fn check_targets(programs: &[ProgramSummary], calls: &CallOverhead) -> Vec<TargetCheck> {
+    let demo = programs.iter().find(|p| p.label == DEMO_SIZED);
+    let mut checks = vec![TargetCheck {
+        target: format!(
+            "edit-to-running ≤ {FLOOR_RATIO_TARGET} × compiler floor ({DEMO_SIZED} program)"
+        ),
+        measured: demo.map_or("not measured".into(), |p| {
+            format!(
+                "{:.2} × ({:.0} ms vs floor {:.0} ms)",
+                p.ratio_to_floor, p.edit_to_running, p.floor
+            )
+        }),
+        met: demo.map(|p| p.ratio_to_floor <= FLOOR_RATIO_TARGET),
+    }];
+    let worst = programs
+        .iter()
+        .max_by(|a, b| a.patch_overhead.total_cmp(&b.patch_overhead));
+    checks.push(TargetCheck {
+        target: format!("everything but rustc (diff + link + load) < {OVERHEAD_TARGET_MS} ms"),
+        measured: worst.map_or("not measured".into(), |p| {
+            format!("worst {:.1} ms ({})", p.patch_overhead, p.label)
+        }),
+        met: worst.map(|p| p.patch_overhead < OVERHEAD_TARGET_MS),
+    });
+    let sized: Vec<_> = programs.iter().filter(|p| p.library_lines == 0).collect();
+    let smallest = sized.iter().min_by_key(|p| p.lines);
+    let largest = sized.iter().max_by_key(|p| p.lines);
+    let flatness = smallest
+        .zip(largest)
+        .filter(|(small, large)| small.lines < large.lines)
+        .map(|(small, large)| (large.patch_overhead / small.patch_overhead, small, large));
+    checks.push(TargetCheck {
+        target: format!(
+            "diff + link + load flat across sizes (largest ≤ {FLATNESS_TARGET} × smallest)"
+        ),
+        measured: flatness.map_or("needs two sizes".into(), |(ratio, small, large)| {
+            format!(
+                "{ratio:.2} × ({} {:.1} ms → {} {:.1} ms)",
+                small.label, small.patch_overhead, large.label, large.patch_overhead
+            )
+        }),
+        met: flatness.map(|(ratio, ..)| ratio <= FLATNESS_TARGET),
+    });
+    checks.push(TargetCheck {
+        target: format!("a #[hotreload] call adds < {CALL_TARGET_NS} ns"),
+        measured: format!("+{:.2} ns", calls.added_ns()),
+        met: Some(calls.added_ns() < CALL_TARGET_NS),
+    });
+    checks
+}
+
+/// A whole run, as printed and as `--json` emits it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `git describe --always --dirty` of the hotpatch checkout.
+    pub commit: String,
+    pub cores: usize,
+    pub repeats: u32,
+    pub programs: Vec<ProgramSummary>,
+    pub call_overhead: CallOverhead,
+    pub targets: Vec<TargetCheck>,
+    /// Every sample, for anyone who distrusts medians.
+    pub measurements: Vec<ProgramMeasurement>,
+}
+
+impl Report {
+    pub fn new(
+        commit: String,
+        repeats: u32,
+        measurements: Vec<ProgramMeasurement>,
+        call_overhead: CallOverhead,
+    ) -> Report {
+        let programs: Vec<_> = measurements.iter().map(ProgramSummary::of).collect();
+        Report {
+            commit,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            repeats,
+            targets: check_targets(&programs, &call_overhead),
+            programs,
+            call_overhead,
+            measurements,
+        }
+    }
+
+    /// Markdown tables (they paste into the README as they are) and the target checks.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "hotpatch-bench: commit {}, {} cores, medians of {} edits (ms unless noted)\n\n",
+            self.commit, self.cores, self.repeats
+        );
+        out.push_str("| program | lines | edit → running | compiler floor | ÷ floor | cargo build + restart | ÷ rebuild+restart |\n|---|---|---|---|---|---|---|\n");
+        for p in &self.programs {
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} + {:.0} = {:.0} | {:.2} |\n",
+                p.label,
+                lines(p),
+                p.edit_to_running,
+                p.floor,
+                p.ratio_to_floor,
+                p.cargo_build,
+                p.restart,
+                p.rebuild_restart,
+                p.ratio_to_rebuild_restart
+            ));
+        }
+        out.push_str("\n| program | rustc | diff | link | load | diff+link+load | outside the patch (watcher, frame) |\n|---|---|---|---|---|---|---|\n");
+        for p in &self.programs {
+            out.push_str(&format!(
+                "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |\n",
+                p.label, p.rustc, p.diff, p.link, p.load, p.patch_overhead, p.outside_patch
+            ));
+        }
+        out.push_str("\n| program | hotpatch RSS (peak) | program RSS growth / patch | patch image |\n|---|---|---|---|\n");
+        for p in &self.programs {
+            out.push_str(&format!(
+                "| {} | {:.0} MiB ({:.0} MiB) | {:.0} KiB | {:.0} KiB |\n",
+                p.label,
+                p.hotpatch_rss_mib,
+                p.hotpatch_peak_mib,
+                p.program_growth_kib_per_patch,
+                p.image_kib
+            ));
+        }
+        let calls = &self.call_overhead;
+        out.push_str(&format!(
+            "\n| call (opt-level 3, loop included) | ns/call | vs direct |\n|---|---|---|\n\
+             | direct `#[inline(never)]` | {:.3} | 1.00 |\n\
+             | through a `#[hotreload]` slot | {:.3} | {:.2} (**{:+.2} ns**) |\n",
+            calls.direct_ns,
+            calls.slot_ns,
+            calls.slot_ns / calls.direct_ns,
+            calls.added_ns()
+        ));
+        out.push_str("\nTargets:\n");
+        for check in &self.targets {
+            let verdict = match check.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "not measured",
+            };
+            out.push_str(&format!(
+                "- {verdict}: {} — {}\n",
+                check.target, check.measured
+            ));
+        }
+        out
+    }
+}
+
+fn lines(program: &ProgramSummary) -> String {
+    if program.library_lines == 0 {
+        program.lines.to_string()
+    } else {
+        format!("{} + {} in libs", program.lines, program.library_lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::measure::Memory;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    fn program(label: &str, lines: usize, patch_ms: f64) -> ProgramMeasurement {
+        let sample = |edit_to_running: f64, floor: f64| Sample {
+            edit_to_running,
+            hotpatch_total: edit_to_running - 50.0,
+            rustc: floor,
+            diff: patch_ms / 2.0,
+            link: patch_ms / 4.0,
+            load: patch_ms / 4.0,
+            floor,
+            cargo_build: 900.0,
+            restart: 100.0,
+            image_bytes: 2048,
+        };
+        ProgramMeasurement {
+            label: label.into(),
+            lines,
+            library_lines: 0,
+            samples: vec![
+                sample(260.0, 200.0),
+                sample(250.0, 100.0),
+                sample(999.0, 300.0),
+            ],
+            memory: Memory {
+                hotpatch_rss: 20 * 1024,
+                hotpatch_peak: 30 * 1024,
+                program_before_first_patch: 1000,
+                program_after_last_patch: 1300,
+            },
+        }
+    }
+
+    #[test]
+    fn ratios_are_taken_between_medians() {
+        let summary = ProgramSummary::of(&program("1k", 1000, 20.0));
+        assert_eq!(summary.edit_to_running, 260.0);
+        assert_eq!(summary.floor, 200.0);
+        assert_eq!(summary.ratio_to_floor, 1.3);
+        assert_eq!(summary.rebuild_restart, 1000.0);
+        assert_eq!(summary.ratio_to_rebuild_restart, 0.26);
+        assert_eq!(summary.patch_overhead, 20.0);
+        assert_eq!(summary.outside_patch, 50.0);
+        assert_eq!(summary.program_growth_kib_per_patch, 100.0);
+        assert_eq!(summary.image_kib, 2.0);
+    }
+
+    #[test]
+    fn targets_are_judged_by_the_numbers() {
+        let programs = [program("1k", 1000, 20.0), program("50k", 50_000, 45.0)]
+            .iter()
+            .map(ProgramSummary::of)
+            .collect::<Vec<_>>();
+        let calls = CallOverhead {
+            direct_ns: 1.5,
+            slot_ns: 1.8,
+        };
+        let met: Vec<_> = check_targets(&programs, &calls)
+            .iter()
+            .map(|c| c.met)
+            .collect();
+        // 1.3 × floor met; 45 ms overhead missed; 45/20 not flat; +0.3 ns met.
+        assert_eq!(met, [Some(true), Some(false), Some(false), Some(true)]);
+        let without_demo = check_targets(&programs[1..], &calls);
+        assert_eq!(without_demo[0].met, None);
+        assert_eq!(without_demo[2].met, None);
+    }
+
+    #[test]
+    fn rendered_table_holds_the_ratios() {
+        let calls = CallOverhead {
+            direct_ns: 1.5,
+            slot_ns: 1.8,
+        };
+        let report = Report::new("abc".into(), 3, vec![program("1k", 1000, 20.0)], calls);
+        let text = report.render();
+        assert!(
+            text.contains("| 1k | 1000 | 260 | 200 | 1.30 | 900 + 100 = 1000 | 0.26 |"),
+            "{text}"
+        );
+        assert!(text.contains("(**+0.30 ns**)"), "{text}");
+        assert!(text.contains("- met: edit-to-running"), "{text}");
+    }
+}
