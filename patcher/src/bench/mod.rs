@@ -43,7 +43,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
         Also hotpatch's RSS, the program's RSS growth per patch, patch image sizes, and the ns a #[hotreload] call \
         adds over a direct call. Prints medians, ratios and the targets met or missed; --json for tools.\n\n\
         The first run builds the runtime's dependencies and every program twice (through hotpatch and plainly): \
-        about 5 minutes on two cores for the default sizes.",
+        about 6 minutes on two cores for the default sizes (7 min 39 s with the release build of the bench itself).",
     after_help = "Examples:\n  \
         cargo run --release -p patcher --bin hotpatch-bench\n  \
         cargo run --release -p patcher --bin hotpatch-bench -- --sizes 1k,10k --repeats 3\n  \
