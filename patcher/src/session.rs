@@ -8,7 +8,7 @@ use crate::layout::{layout_refusals, TypeLayouts};
 use crate::plan::{plan, PatchPlan, Refusal};
 use crate::recompile::{recompile, RecompileError};
 use crate::registry::implementation_fingerprints;
-use crate::symbols::SymbolIndex;
+use crate::symbols::{ObjectIndexCache, SymbolIndex};
 use hotreload::protocol::{Hello, PatchImage, SlotInfo, SlotUpdate};
 use linker_shim::{Context, Error, Revision, Store};
 use std::collections::{BTreeMap, HashMap};
@@ -72,6 +72,8 @@ pub struct Session {
     store: Store,
     base: Revision,
     base_index: SymbolIndex,
+    /// Objects indexed so far by content: a new build re-parses only what it changed.
+    object_index: ObjectIndexCache,
     base_layouts: TypeLayouts,
     exe: BaseExecutable,
     toolchain: Toolchain,
@@ -140,8 +142,10 @@ impl Session {
         let patches_dir = patches_dir
             .canonicalize()
             .context(|| format!("could not resolve {}", patches_dir.display()))?;
+        let mut object_index = ObjectIndexCache::default();
         Ok(Session {
-            base_index: SymbolIndex::load(&base)?,
+            base_index: SymbolIndex::load_cached(&base, &mut object_index)?,
+            object_index,
             base_layouts: TypeLayouts::load(&base)?,
             store,
             base,
@@ -182,7 +186,7 @@ impl Session {
         timings.rustc = started.elapsed();
 
         let started = Instant::now();
-        let new_index = SymbolIndex::load(&recompiled.revision)?;
+        let new_index = SymbolIndex::load_cached(&recompiled.revision, &mut self.object_index)?;
         let diff = SymbolDiff::between(&self.base_index, &new_index);
         let planned = plan(&diff)?;
         if let Some(plan) = &planned {

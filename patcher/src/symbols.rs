@@ -72,9 +72,24 @@ impl SymbolIndex {
 
     /// Indexes object files (relocatable ELF, as rustc writes them).
     pub fn from_objects(paths: &[PathBuf]) -> Result<SymbolIndex> {
+        SymbolIndex::from_objects_cached(paths, &mut ObjectIndexCache::default())
+    }
+
+    /// Indexes the stored objects of `revision`, reusing what `cache` already knows.
+    pub fn load_cached(revision: &Revision, cache: &mut ObjectIndexCache) -> Result<SymbolIndex> {
+        SymbolIndex::from_objects_cached(&revision.object_paths(), cache)
+    }
+
+    /// Like [`SymbolIndex::from_objects`], parsing only objects whose contents `cache` has not
+    /// seen. A patch build recompiles a handful of codegen units and leaves the rest
+    /// byte-identical, so the diff's cost follows the size of the change, not of the crate.
+    pub fn from_objects_cached(
+        paths: &[PathBuf],
+        cache: &mut ObjectIndexCache,
+    ) -> Result<SymbolIndex> {
         let mut per_definition: BTreeMap<String, (IndexedSymbol, Vec<u64>)> = BTreeMap::new();
         for path in paths {
-            for symbol in index_object(path)? {
+            for symbol in cache.index(path)? {
                 match per_definition.get_mut(&symbol.name) {
                     Some((merged, fingerprints)) => {
                         fingerprints.push(symbol.fingerprint);
@@ -118,6 +133,32 @@ impl SymbolIndex {
 
     pub fn is_empty(&self) -> bool {
         self.symbols.is_empty()
+    }
+}
+
+/// Indexed objects by content (length and hash of their bytes).
+#[derive(Debug, Default)]
+pub struct ObjectIndexCache {
+    by_content: HashMap<(usize, u64), Vec<IndexedSymbol>>,
+}
+
+impl ObjectIndexCache {
+    /// The symbols of the object at `path`, parsed only if its contents are new.
+    fn index(&mut self, path: &Path) -> Result<Vec<IndexedSymbol>> {
+        let bytes = std::fs::read(path)
+            .context(|| format!("could not read the object {}", path.display()))?;
+        let key = (bytes.len(), hash_of(&bytes));
+        if let Some(symbols) = self.by_content.get(&key) {
+            // Same bytes, but the file it was first seen at may be pruned since: point here.
+            let mut symbols = symbols.clone();
+            for definition in symbols.iter_mut().flat_map(|s| s.definitions.iter_mut()) {
+                definition.object = path.to_path_buf();
+            }
+            return Ok(symbols);
+        }
+        let symbols = index_object(path)?;
+        self.by_content.insert(key, symbols.clone());
+        Ok(symbols)
     }
 }
 
