@@ -19,7 +19,8 @@ pub enum ChangeStatus {
 #[derive(Debug, Clone)]
 pub struct SymbolChange {
     pub mangled: String,
-    /// Demangled path without the hash, e.g. `demo_app::physics::step`.
+    /// Demangled path without the hash, e.g. `demo_app::physics::step`. Empty for unchanged
+    /// symbols: nothing shows them by name, and demangling thousands costs milliseconds.
     pub demangled: String,
     pub kind: SymbolKind,
     pub status: ChangeStatus,
@@ -168,7 +169,10 @@ impl SymbolDiff {
 fn change(symbol: &IndexedSymbol, status: ChangeStatus) -> SymbolChange {
     SymbolChange {
         mangled: symbol.name.clone(),
-        demangled: demangle(&symbol.name),
+        demangled: match status {
+            ChangeStatus::Unchanged => String::new(),
+            _ => demangle(&symbol.name),
+        },
         kind: symbol.kind,
         status,
         definitions: symbol.definitions.clone(),
