@@ -19,8 +19,7 @@ pub enum ChangeStatus {
 #[derive(Debug, Clone)]
 pub struct SymbolChange {
     pub mangled: String,
-    /// Demangled path without the hash, e.g. `demo_app::physics::step`. Empty for unchanged
-    /// symbols: nothing shows them by name, and demangling thousands costs milliseconds.
+    /// Demangled path without the hash, e.g. `demo_app::physics::step`.
     pub demangled: String,
     pub kind: SymbolKind,
     pub status: ChangeStatus,
@@ -169,10 +168,7 @@ impl SymbolDiff {
 fn change(symbol: &IndexedSymbol, status: ChangeStatus) -> SymbolChange {
     SymbolChange {
         mangled: symbol.name.clone(),
-        demangled: match status {
-            ChangeStatus::Unchanged => String::new(),
-            _ => demangle(&symbol.name),
-        },
+        demangled: demangle(&symbol.name),
         kind: symbol.kind,
         status,
         definitions: symbol.definitions.clone(),
