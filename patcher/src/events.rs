@@ -83,6 +83,14 @@ impl Reporter {
                 "Signals",
                 pid = std::process::id()
             ),
+            Event::PatchApplied { patch, load, total, .. } if patch.plan.relinked.is_empty() => format!(
+                "{:>12} {program} to the code it started with in {:.0} ms (rustc {:.0}, diff {:.0}, load {:.0})",
+                "Restored",
+                millis(*total),
+                millis(patch.timings.rustc),
+                millis(patch.timings.diff),
+                millis(*load),
+            ),
             Event::PatchApplied { patch, load, total, .. } => {
                 let mut line = format!(
                     "{:>12} {program}: {} changed, {} added in {:.0} ms (rustc {:.0}, diff {:.0}, link {:.0}, load {:.0})",
