@@ -9,6 +9,7 @@
 //! little below the executable: within ±2 GiB of it, away from the heap above it.
 
 use crate::exe::{BaseExecutable, ExeSymbolKind};
+use crate::object_file::with_object;
 use crate::rewrite::{rewrite_object, BindingContext, BIND_PREFIX};
 use crate::symbols::is_anonymous;
 use linker_shim::{Context, Error, Result};
@@ -195,23 +196,24 @@ fn objects_with_anonymous_dependencies(request: &ImageRequest<'_>) -> Result<Vec
     let mut seen: HashSet<PathBuf> = chosen.iter().cloned().collect();
     let mut next = 0;
     while next < chosen.len() {
-        let data = std::fs::read(&chosen[next])
-            .context(|| format!("could not read {}", chosen[next].display()))?;
-        let file = object::File::parse(&*data)
-            .context(|| format!("could not parse {}", chosen[next].display()))?;
-        for symbol in file.symbols().filter(|s| s.is_undefined()) {
-            let Ok(name) = symbol.name() else { continue };
-            if !is_anonymous(name) {
-                continue;
-            }
-            let definers = match &mut definers {
-                Some(map) => map,
-                None => definers.insert(defining_objects(request.all_objects)?),
-            };
-            if let Some(object) = definers.get(name) {
-                if seen.insert(object.clone()) {
-                    chosen.push(object.clone());
+        let needed = with_object(&chosen[next], |file| {
+            let mut needed = Vec::new();
+            for symbol in file.symbols().filter(|s| s.is_undefined()) {
+                let Ok(name) = symbol.name() else { continue };
+                if !is_anonymous(name) {
+                    continue;
                 }
+                let definers = match &mut definers {
+                    Some(map) => map,
+                    None => definers.insert(defining_objects(request.all_objects)?),
+                };
+                needed.extend(definers.get(name).cloned());
+            }
+            Ok(needed)
+        })?;
+        for object in needed {
+            if seen.insert(object.clone()) {
+                chosen.push(object);
             }
         }
         next += 1;
@@ -223,17 +225,17 @@ fn objects_with_anonymous_dependencies(request: &ImageRequest<'_>) -> Result<Vec
 fn defining_objects(objects: &[PathBuf]) -> Result<HashMap<String, PathBuf>> {
     let mut map = HashMap::new();
     for path in objects {
-        let data = std::fs::read(path).context(|| format!("could not read {}", path.display()))?;
-        let file = object::File::parse(&*data)
-            .context(|| format!("could not parse {}", path.display()))?;
-        for symbol in file
-            .symbols()
-            .filter(|s| s.is_global() && s.is_definition())
-        {
-            if let Ok(name) = symbol.name() {
-                map.insert(name.to_string(), path.clone());
+        with_object(path, |file| {
+            for symbol in file
+                .symbols()
+                .filter(|s| s.is_global() && s.is_definition())
+            {
+                if let Ok(name) = symbol.name() {
+                    map.insert(name.to_string(), path.clone());
+                }
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(map)
 }
@@ -241,9 +243,13 @@ fn defining_objects(objects: &[PathBuf]) -> Result<HashMap<String, PathBuf>> {
 /// Global names the rewritten object uses or defines that must be the executable's (or an
 /// earlier patch's) instance: everything named that the image does not define afresh.
 fn global_bindings(object: &Path, request: &ImageRequest<'_>) -> Result<BTreeMap<String, u64>> {
-    let data = std::fs::read(object).context(|| format!("could not read {}", object.display()))?;
-    let file =
-        object::File::parse(&*data).context(|| format!("could not parse {}", object.display()))?;
+    with_object(object, |file| Ok(global_bindings_of(file, request)))
+}
+
+fn global_bindings_of(
+    file: &object::File<'_>,
+    request: &ImageRequest<'_>,
+) -> BTreeMap<String, u64> {
     let mut bindings = BTreeMap::new();
     for symbol in file.symbols().filter(|s| s.is_global()) {
         let Ok(name) = symbol.name() else { continue };
@@ -263,7 +269,7 @@ fn global_bindings(object: &Path, request: &ImageRequest<'_>) -> Result<BTreeMap
             bindings.insert(name.to_string(), address);
         }
     }
-    Ok(bindings)
+    bindings
 }
 
 /// The linker script: each binding relative to the image's ELF header, and a zero

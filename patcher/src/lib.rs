@@ -20,6 +20,7 @@ pub mod events;
 pub mod exe;
 pub mod image;
 pub mod layout;
+pub mod object_file;
 pub mod plan;
 pub mod recompile;
 pub mod registry;

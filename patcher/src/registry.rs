@@ -2,6 +2,7 @@
 //! fingerprint each *new* implementation was compiled with. The runtime compares it with the
 //! running slot's, so an edit that changed a signature is refused instead of miscalled.
 
+use crate::object_file::with_object;
 use hotreload::SlotEntry;
 use linker_shim::{Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
@@ -12,51 +13,60 @@ use std::path::Path;
 pub fn implementation_fingerprints<'a>(
     objects: impl IntoIterator<Item = &'a Path>,
 ) -> Result<HashMap<String, u64>> {
-    let entry_size = size_of::<SlotEntry>() as u64;
     let mut fingerprints = HashMap::new();
     for path in objects {
-        let data = std::fs::read(path).context(|| format!("could not read {}", path.display()))?;
-        let file = object::File::parse(&*data)
-            .context(|| format!("could not parse {}", path.display()))?;
-        for section in file
-            .sections()
-            .filter(|s| s.name() == Ok(SlotEntry::SECTION))
-        {
-            let contents = section
-                .data()
-                .context(|| format!("could not read the registry of {}", path.display()))?;
-            for (offset, relocation) in section.relocations() {
-                let Some(start) = offset.checked_sub(SlotEntry::ORIGINAL_OFFSET as u64) else {
-                    continue;
-                };
-                if start % entry_size != 0 {
-                    continue;
-                }
-                let RelocationTarget::Symbol(index) = relocation.target() else {
-                    continue;
-                };
-                let Ok(symbol) = file.symbol_by_index(index) else {
-                    continue;
-                };
-                let name = match symbol.kind() {
-                    object::SymbolKind::Section => symbol
-                        .section_index()
-                        .and_then(|i| file.section_by_index(i).ok())
-                        .and_then(|s| {
-                            s.name()
-                                .ok()
-                                .and_then(|n| n.strip_prefix(".text."))
-                                .map(str::to_string)
-                        }),
-                    _ => symbol.name().ok().map(str::to_string),
-                };
-                let at = (start as usize) + SlotEntry::FINGERPRINT_OFFSET;
-                let (Some(name), Some(bytes)) = (name, contents.get(at..at + 8)) else {
-                    continue;
-                };
-                fingerprints.insert(name, u64::from_le_bytes(bytes.try_into().expect("8 bytes")));
-            }
-        }
+        with_object(path, |file| {
+            collect_fingerprints(file, path, &mut fingerprints)
+        })?;
     }
     Ok(fingerprints)
+}
+
+/// Adds the fingerprint of every registry entry in `file` to `fingerprints`.
+fn collect_fingerprints(
+    file: &object::File<'_>,
+    path: &Path,
+    fingerprints: &mut HashMap<String, u64>,
+) -> Result<()> {
+    let entry_size = size_of::<SlotEntry>() as u64;
+    for section in file
+        .sections()
+        .filter(|s| s.name() == Ok(SlotEntry::SECTION))
+    {
+        let contents = section
+            .data()
+            .context(|| format!("could not read the registry of {}", path.display()))?;
+        for (offset, relocation) in section.relocations() {
+            let Some(start) = offset.checked_sub(SlotEntry::ORIGINAL_OFFSET as u64) else {
+                continue;
+            };
+            if start % entry_size != 0 {
+                continue;
+            }
+            let RelocationTarget::Symbol(index) = relocation.target() else {
+                continue;
+            };
+            let Ok(symbol) = file.symbol_by_index(index) else {
+                continue;
+            };
+            let name = match symbol.kind() {
+                object::SymbolKind::Section => symbol
+                    .section_index()
+                    .and_then(|i| file.section_by_index(i).ok())
+                    .and_then(|s| {
+                        s.name()
+                            .ok()
+                            .and_then(|n| n.strip_prefix(".text."))
+                            .map(str::to_string)
+                    }),
+                _ => symbol.name().ok().map(str::to_string),
+            };
+            let at = (start as usize) + SlotEntry::FINGERPRINT_OFFSET;
+            let (Some(name), Some(bytes)) = (name, contents.get(at..at + 8)) else {
+                continue;
+            };
+            fingerprints.insert(name, u64::from_le_bytes(bytes.try_into().expect("8 bytes")));
+        }
+    }
+    Ok(())
 }
