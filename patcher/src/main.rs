@@ -15,16 +15,17 @@ use std::time::Instant;
     version,
     about = "Edit a running Rust program: save a file, and the same process runs the new code.",
     long_about = "Edit a running Rust program: save a file, and the same process runs the new code.\n\n\
-        `hotpatch build` builds your binary through cargo with hotpatch standing in as the linker, \
-        and keeps what the executable is made of (its object files, link line and exact rustc \
-        invocation) as a revision under <target-dir>/hotpatch/. After an edit, `hotpatch build` \
-        records a new revision and `hotpatch diff` shows which functions changed.\n\n\
+        `hotpatch run` builds your binary, starts it, and on every save recompiles the changed \
+        crate, links what changed into a patch and has the running program map it and rewire \
+        its #[hotreload] functions: statics, thread-locals, heap and open files stay as they \
+        are. `hotpatch build`, `diff` and `revisions` show what the pieces see: the recorded \
+        build (object files, link line, exact rustc invocation) under <target-dir>/hotpatch/ \
+        and which functions an edit changed.\n\n\
         Your own `cargo build` is untouched: hotpatch builds into <target-dir>/hotpatch/cargo.",
     after_help = "Typical session:\n  \
-        hotpatch build              # build and record revision 1\n  \
-        $EDITOR src/main.rs         # change a function body\n  \
-        hotpatch build              # record revision 2\n  \
-        hotpatch diff               # which functions the edit changed"
+        hotpatch run                # build, start, watch (in your crate's directory)\n  \
+        $EDITOR src/main.rs         # change a function body and save: the program runs it\n  \
+        r⏎ / u⏎ / q⏎                # restart from a fresh build / undo the last patch / quit"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,10 +60,14 @@ enum Command {
         running build, links the changed functions (and their callers up to #[hotreload] \
         functions) into a patch image and has the program map it and rewire its slots. The \
         program keeps its state: statics, thread-locals, heap, open files and windows.\n\n\
-        hotpatch's own messages go to its stderr; the program's stdin, stdout and stderr are \
+        hotpatch's own messages go to its stderr; the program's stdout and stderr are \
         untouched. With `--message-format json` each message is one JSON object with an \
-        \"event\" field: build-finished, app-started, patch-applied, no-change, patch-refused, \
-        compile-error, warning, app-exited. When the program exits, hotpatch exits with its status.",
+        \"event\" field: build-finished, app-started, watching, commands, patch-applied, \
+        rolled-back, no-change, patch-refused, compile-error, warning, app-exited.\n\n\
+        Commands: on a terminal type r⏎ (restart from a fresh build), u⏎ (undo the last \
+        patch) or q⏎ (quit); the program then gets no stdin unless --stdin-to-program. By \
+        signal, always: SIGUSR1 restarts, SIGUSR2 undoes, SIGINT/SIGTERM quit. A program that \
+        exits with status 0 ends the run with it; one that crashes waits for a restart.",
         after_help = "Examples:\n  \
         hotpatch run -p demo-app\n  \
         hotpatch run --manifest-path ../game/Cargo.toml -- --level 3"
