@@ -386,8 +386,12 @@ impl Patching {
             return;
         }
         let edited: Vec<String> = ours.iter().map(|f| f.display().to_string()).collect();
+        let compiled = contents_of(&ours);
         let started = Instant::now();
         match self.session.prepare() {
+            // The save was still being written (or saved again) while rustc ran: the newer
+            // contents are on their way from the watcher; this error is about neither.
+            Err(PatchFailure::Compile(_)) if contents_of(&ours) != compiled => {}
             Ok(None) => reporter.emit(Event::NothingChanged {
                 total: started.elapsed(),
             }),
@@ -432,6 +436,11 @@ impl Patching {
             }),
         }
     }
+}
+
+/// The files' contents right now, to tell whether they changed during a compilation.
+fn contents_of(files: &[&PathBuf]) -> Vec<Option<Vec<u8>>> {
+    files.iter().map(|file| std::fs::read(file).ok()).collect()
 }
 
 /// The program's status as hotpatch's own: its code, or 128 + the signal that ended it.
