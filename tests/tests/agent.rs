@@ -253,18 +253,27 @@ fn safe_point_mode_applies_only_at_safe_points() {
         image: None,
         updates: vec![redirect(slot(&hello, "word"), slot(&hello, "other_word"))],
     });
-    std::thread::sleep(Duration::from_millis(300)); // let the agent queue it
-    for _ in 0..3 {
+    // Until a safe point takes it, the patch waits: every call still runs the old code, and
+    // each safe point before the agent has queued it finds nothing to apply.
+    let mut safe_points = 0;
+    loop {
         assert_eq!(
             app.ask("word"),
             "word=old number=1",
             "no change between safe points"
         );
+        match app.ask("safe-point").as_str() {
+            "safe-point generation=0" => {
+                safe_points += 1;
+                assert!(safe_points < 400, "the agent never queued the patch");
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            applied => {
+                assert_eq!(applied, "on_patch generation=1 rewired=agent_fixture::word");
+                break;
+            }
+        }
     }
-    assert_eq!(
-        app.ask("safe-point"),
-        "on_patch generation=1 rewired=agent_fixture::word"
-    );
     assert_eq!(app.line(), "safe-point generation=1");
     assert_eq!(
         app.receive(),
