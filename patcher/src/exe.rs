@@ -40,8 +40,6 @@ pub struct BaseExecutable {
     /// block right below the thread pointer, so a TLS symbol's `%fs` offset is
     /// `st_value - tls_block_size`.
     tls_block_size: Option<u64>,
-    /// One past the highest address the executable occupies.
-    pub end_address: u64,
 }
 
 impl BaseExecutable {
@@ -58,9 +56,7 @@ impl BaseExecutable {
             .ok_or_else(|| Error::new(format!("{} has no GNU build-id note", path.display())))?;
         let endian = elf.endian();
         let mut tls_block_size = None;
-        let mut end_address = 0;
         for header in elf.elf_program_headers() {
-            end_address = end_address.max(header.p_vaddr(endian) + header.p_memsz(endian));
             if header.p_type(endian) == PT_TLS {
                 let align = header.p_align(endian).max(1);
                 tls_block_size = Some(header.p_memsz(endian).div_ceil(align) * align);
@@ -111,7 +107,6 @@ impl BaseExecutable {
             symbols,
             functions_by_address,
             tls_block_size,
-            end_address,
         })
     }
 
@@ -145,6 +140,5 @@ mod tests {
         let main = exe.symbol("main").expect("a C `main` symbol");
         assert_eq!(main.kind, ExeSymbolKind::Function);
         assert_eq!(exe.function_at(main.address), Some("main"));
-        assert!(exe.end_address > main.address);
     }
 }

@@ -111,8 +111,6 @@ pub struct LinkedImage {
     pub roots: BTreeMap<String, u64>,
     /// Data symbols the image defines (for later patches to bind to), with addresses.
     pub data: HashMap<String, u64>,
-    /// Bytes of address space the image spans.
-    pub span: u64,
     /// `hotreload::protocol::checksum` of the file, for the runtime to verify.
     pub checksum: u64,
     pub duration: Duration,
@@ -328,7 +326,6 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
         path: path.to_path_buf(),
         roots,
         data: data_symbols,
-        span,
         checksum: hotreload::protocol::checksum(&data),
         duration: Duration::ZERO,
     })

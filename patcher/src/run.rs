@@ -239,8 +239,10 @@ impl Runner<'_> {
         let mut deadline = Instant::now() + STOP_PATIENCE;
         let mut signal = libc::SIGTERM;
         loop {
-            // SAFETY: kill(2) on the pid of our own child, whose exit we have not reaped yet
-            // (its waiter thread reports that through `incoming`), so the pid is still ours.
+            // SAFETY: kill(2) has no memory-safety preconditions. The pid is our child's; its
+            // waiter thread may have reaped it a moment ago (its exit is then queued below), so
+            // in that narrow window the signal could reach a recycled pid: accepted, the same
+            // race every `kill` of a child outside its waiter has.
             unsafe { libc::kill(pid as libc::pid_t, signal) };
             match self
                 .incoming
