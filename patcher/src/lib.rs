@@ -10,37 +10,22 @@
 //! - [`Store`] (from `linker-shim`) lists, loads, pins and prunes revisions.
 pub use hotreload::protocol;
 
+pub mod args;
 pub mod bench;
-pub mod build;
 pub mod capture;
-pub mod cli;
-pub mod connection;
-pub mod diff;
-pub mod events;
-pub mod exe;
-pub mod image;
-pub mod layout;
-pub mod object_file;
-pub mod plan;
-pub mod recompile;
-pub mod registry;
-pub mod report;
-pub mod revision_spec;
-pub mod rewrite;
-pub mod roles;
+pub mod commands;
+pub mod output;
+pub mod pipeline;
 pub mod run;
 pub mod session;
-pub mod symbols;
-pub mod watch;
-pub mod workspace;
 
-pub use build::{build, BuildOutcome};
-pub use cli::{CargoArgs, MessageFormat, OutputArgs, TargetSelection};
-pub use diff::{demangle, diff, ChangeStatus, LayoutChange, SymbolChange, SymbolDiff};
+pub use args::{CargoArgs, MessageFormat, OutputArgs, TargetSelection};
+pub use capture::build::{build, BuildOutcome};
+pub use capture::workspace::Workspace;
+pub use commands::revision_spec::RevisionSpec;
 pub use linker_shim::{
     Error, Result, Revision, RevisionId, RustcInvocation, Store, TargetKey, TargetKind,
 };
-pub use recompile::{recompile, RecompileError, Recompiled};
-pub use revision_spec::RevisionSpec;
-pub use symbols::{Definition, IndexedSymbol, SymbolIndex, SymbolKind};
-pub use workspace::Workspace;
+pub use pipeline::diff::{demangle, diff, ChangeStatus, LayoutChange, SymbolChange, SymbolDiff};
+pub use pipeline::objects::symbols::{Definition, IndexedSymbol, SymbolIndex, SymbolKind};
+pub use pipeline::recompile::{recompile, RecompileError, Recompiled};

@@ -2,7 +2,7 @@
 //! patches applied live.
 
 use clap::{Args, Parser, Subcommand};
-use patcher::report;
+use patcher::output::report;
 use patcher::{
     build, diff, CargoArgs, MessageFormat, OutputArgs, RevisionSpec, TargetSelection, Workspace,
 };
@@ -101,7 +101,7 @@ struct RevisionsArgs {
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
-    if let Some(code) = patcher::roles::run_helper_role(&args) {
+    if let Some(code) = patcher::capture::roles::run_helper_role(&args) {
         return code;
     }
     let result = match Cli::parse().command {
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => run_diff(&args),
         Command::Revisions(args) => run_revisions(&args),
         Command::Run(args) => {
-            return match patcher::capture::current_exe()
+            return match patcher::capture::wrapper::current_exe()
                 .and_then(|exe| patcher::run::run(&args, &exe))
             {
                 Ok(code) => code,
@@ -130,7 +130,7 @@ fn main() -> ExitCode {
 }
 
 fn run_build(args: &CargoArgs) -> patcher::Result<()> {
-    let outcome = build(args, &patcher::capture::current_exe()?)?;
+    let outcome = build(args, &patcher::capture::wrapper::current_exe()?)?;
     match args.output.message_format {
         MessageFormat::Human => eprint!("{}", report::build_human(&outcome)),
         MessageFormat::Json => println!("{}", report::build_json(&outcome)),

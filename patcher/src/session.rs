@@ -1,14 +1,14 @@
 //! One patching session: the running program's base revision and what has been patched into
 //! it so far. Turns "the sources changed" into a linked image and the slot updates for it.
 
-use crate::diff::{demangle, SymbolDiff};
-use crate::exe::BaseExecutable;
-use crate::image::{image_base, link_image, ImageRequest, LinkedImage, Toolchain};
-use crate::layout::{layout_refusals, TypeLayouts};
-use crate::plan::{plan, PatchPlan, Refusal};
-use crate::recompile::{recompile, RecompileError};
-use crate::registry::implementation_fingerprints;
-use crate::symbols::{ObjectIndexCache, SymbolIndex};
+use crate::pipeline::check::layout::{layout_refusals, TypeLayouts};
+use crate::pipeline::diff::{demangle, SymbolDiff};
+use crate::pipeline::link::image::{image_base, link_image, ImageRequest, LinkedImage, Toolchain};
+use crate::pipeline::objects::exe::BaseExecutable;
+use crate::pipeline::objects::registry::implementation_fingerprints;
+use crate::pipeline::objects::symbols::{ObjectIndexCache, SymbolIndex};
+use crate::pipeline::plan::{plan, PatchPlan, Refusal};
+use crate::pipeline::recompile::{recompile, RecompileError};
 use hotreload::protocol::{Hello, PatchImage, SlotInfo, SlotUpdate};
 use linker_shim::{Context, Error, Revision, Store};
 use std::collections::{BTreeMap, HashMap};

@@ -2,8 +2,8 @@
 //! edited, recompiled the way a patch is, planned, and checked against the base revision's
 //! DWARF. Each test edits one thing and asserts what the check says about it.
 
-use patcher::layout::{layout_refusals, TypeLayoutChange, TypeLayouts};
-use patcher::plan::{plan, PatchPlan};
+use patcher::pipeline::check::layout::{layout_refusals, TypeLayoutChange, TypeLayouts};
+use patcher::pipeline::plan::{plan, PatchPlan};
 use patcher::{BuildOutcome, CargoArgs, SymbolDiff, SymbolIndex, TargetSelection};
 use std::path::Path;
 use std::sync::Mutex;
@@ -208,7 +208,7 @@ fn a_struct_gaining_a_field_passed_to_a_root_is_refused_naming_the_field() {
         format!("argument `ball` of `{}`", base.path("step"))
     );
     assert_eq!(ball.declared_at.as_deref(), Some(&*declared_at(&base, 5)));
-    let reason = patcher::plan::Refusal::TypeLayout(changes.clone()).to_string();
+    let reason = patcher::pipeline::plan::Refusal::TypeLayout(changes.clone()).to_string();
     assert!(
         reason.contains(&format!("`{}` (", base.path("Ball")))
             && reason.contains("new field `z`")

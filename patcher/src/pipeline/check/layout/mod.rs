@@ -19,9 +19,9 @@ mod compare;
 mod dwarf;
 mod source;
 
-use crate::diff::demangle;
-use crate::plan::{is_slot_implementation, PatchPlan, IMPLEMENTATION_SUFFIX};
-use crate::symbols::{SymbolIndex, SymbolKind};
+use crate::pipeline::diff::demangle;
+use crate::pipeline::objects::symbols::{SymbolIndex, SymbolKind};
+use crate::pipeline::plan::{is_slot_implementation, PatchPlan, IMPLEMENTATION_SUFFIX};
 use compare::{differences, Layout};
 use dwarf::{read_object, ObjectTypes, SourceFile, TypeInfo, TypeUse};
 use linker_shim::{Context, Result, Revision};

@@ -1,19 +1,22 @@
 //! `hotpatch run`: build, start the program, and patch it on every save.
 //!
 //! The program's stdout and stderr are passed through untouched; hotpatch speaks on its own
-//! stderr (see [`crate::events`]). Commands: on a terminal, `r`⏎ restarts the program from a
+//! stderr (see [`crate::output::events`]). Commands: on a terminal, `r`⏎ restarts the program from a
 //! fresh build, `u`⏎ undoes the last patch, `q`⏎ quits; without one (or always), SIGUSR1,
 //! SIGUSR2 and SIGINT/SIGTERM do the same. A program that exits normally ends the run with
 //! its status; one that crashes is reported and waits for a restart.
 
-use crate::build::{build, BuildOutcome};
-use crate::cli::{CargoArgs, MessageFormat};
-use crate::connection::{AppConnection, AppListener};
-use crate::events::{Event, Reporter};
-use crate::report;
+pub mod connection;
+pub mod watch;
+
+use crate::args::{CargoArgs, MessageFormat};
+use crate::capture::build::{build, BuildOutcome};
+use crate::capture::workspace::Workspace;
+use crate::output::events::{Event, Reporter};
+use crate::output::report;
+use crate::run::connection::{AppConnection, AppListener};
+use crate::run::watch::{watch, CrateSources, SourceWatcher};
 use crate::session::{PatchFailure, PreparedPatch, Session};
-use crate::watch::{watch, CrateSources, SourceWatcher};
-use crate::workspace::Workspace;
 use hotreload::protocol::{Reply, SOCKET_ENV};
 use linker_shim::{Context, Error, Result};
 use std::io::{BufRead, IsTerminal};

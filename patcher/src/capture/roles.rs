@@ -2,7 +2,7 @@
 //! so `cargo install --path patcher` is the whole tool. Which role a process plays is
 //! decided by the environment its parent gave it.
 
-use crate::capture::{run_as_rustc_wrapper, WrapRequest};
+use crate::capture::wrapper::{run_as_rustc_wrapper, WrapRequest};
 use linker_shim::{run_as_linker, LinkRequest, RoleRequest};
 use std::ffi::OsString;
 use std::process::ExitCode;

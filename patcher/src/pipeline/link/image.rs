@@ -8,10 +8,10 @@
 //! bias (absolute definitions in a PIE link silently produce wrong code). The base sits a
 //! little below the executable: within ±2 GiB of it, away from the heap above it.
 
-use crate::exe::{BaseExecutable, ExeSymbolKind};
-use crate::object_file::with_object;
-use crate::rewrite::{rewrite_object, BindingContext, BIND_PREFIX};
-use crate::symbols::is_anonymous;
+use crate::pipeline::link::rewrite::{rewrite_object, BindingContext, BIND_PREFIX};
+use crate::pipeline::objects::exe::{BaseExecutable, ExeSymbolKind};
+use crate::pipeline::objects::file::with_object;
+use crate::pipeline::objects::symbols::is_anonymous;
 use linker_shim::{Context, Error, Result};
 use object::elf::PT_TLS;
 use object::read::elf::{ElfFile64, ProgramHeader};
@@ -319,7 +319,7 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
     if let Some(missing) = request.roots.iter().find(|r| !roots.contains_key(*r)) {
         return Err(Error::new(format!(
             "the linked patch lacks `{}`",
-            crate::diff::demangle(missing)
+            crate::pipeline::diff::demangle(missing)
         )));
     }
     Ok(LinkedImage {

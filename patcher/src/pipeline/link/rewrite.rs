@@ -15,7 +15,7 @@
 //! COMDAT groups are dropped (their signature indices would go stale when symbols are
 //! reordered); the executable already holds the one instance of their contents.
 
-use crate::exe::{BaseExecutable, ExeSymbolKind};
+use crate::pipeline::objects::exe::{BaseExecutable, ExeSymbolKind};
 use linker_shim::{Context, Error, Result};
 use object::build::elf::{Builder, SectionData, SymbolId};
 use object::elf;
@@ -224,7 +224,7 @@ fn plan_relocations(
                 let offset = context.exe.thread_pointer_offset(&target.name).ok_or_else(|| {
                     Error::new(format!(
                         "the patch adds the thread-local `{}`; new `thread_local!`s can't be added to a running program: restart it",
-                        crate::diff::demangle(&target.name)
+                        crate::pipeline::diff::demangle(&target.name)
                     ))
                 })?;
                 let code = match &builder.sections.get(section).data {
@@ -277,7 +277,7 @@ fn tls_edit(
     let unsupported = || {
         Error::new(format!(
             "unsupported thread-local access (relocation type {r_type}) to `{}`: restart the program",
-            crate::diff::demangle(name)
+            crate::pipeline::diff::demangle(name)
         ))
     };
     match r_type {

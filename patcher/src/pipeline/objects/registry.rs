@@ -2,7 +2,7 @@
 //! fingerprint each *new* implementation was compiled with. The runtime compares it with the
 //! running slot's, so an edit that changed a signature is refused instead of miscalled.
 
-use crate::object_file::with_object;
+use crate::pipeline::objects::file::with_object;
 use hotreload::SlotEntry;
 use linker_shim::{Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};

@@ -1,8 +1,8 @@
 //! How `hotpatch build`, `diff` and `revisions` print their results: readable lines, or one
 //! JSON object per line for tools.
 
-use crate::build::BuildOutcome;
-use crate::diff::{ChangeStatus, SymbolChange, SymbolDiff};
+use crate::capture::build::BuildOutcome;
+use crate::pipeline::diff::{ChangeStatus, SymbolChange, SymbolDiff};
 use linker_shim::Revision;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;

@@ -1,6 +1,6 @@
 //! What an edit changed, symbol by symbol, and who refers to what.
 
-use crate::symbols::{Definition, IndexedSymbol, SymbolIndex, SymbolKind};
+use crate::pipeline::objects::symbols::{Definition, IndexedSymbol, SymbolIndex, SymbolKind};
 use linker_shim::{Result, Revision};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

@@ -6,9 +6,9 @@
 //! (an unchanged caller calls the old callee by address, so it must be relinked too). Those
 //! implementations are the roots: their slots are rewired to the image.
 
-use crate::diff::{demangle, ChangeStatus, SymbolDiff};
-use crate::layout::TypeLayoutChange;
-use crate::symbols::SymbolKind;
+use crate::pipeline::check::layout::TypeLayoutChange;
+use crate::pipeline::diff::{demangle, ChangeStatus, SymbolDiff};
+use crate::pipeline::objects::symbols::SymbolKind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;

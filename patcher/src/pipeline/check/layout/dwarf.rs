@@ -7,7 +7,7 @@
 //! relocations are applied while reading.
 
 use super::compare::{Discriminant, Field, Layout, Shape, Variant};
-use crate::plan::IMPLEMENTATION_SUFFIX;
+use crate::pipeline::plan::IMPLEMENTATION_SUFFIX;
 use gimli::constants::*;
 use gimli::{
     AttributeValue, DwTag, EndianSlice, Reader as _, RelocateReader, RunTimeEndian, SectionId,

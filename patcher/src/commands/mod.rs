@@ -1,0 +1,3 @@
+//! The `hotpatch` subcommands: their arguments and what each does.
+
+pub mod revision_spec;

@@ -1,0 +1,5 @@
+//! What hotpatch prints: events of `hotpatch run`, and the results of `build`, `diff` and
+//! `revisions`, as aligned human lines or JSON lines for tools.
+
+pub mod events;
+pub mod report;
