@@ -4,9 +4,10 @@
 use crate::pipeline::check::layout::{layout_refusals, TypeLayouts};
 use crate::pipeline::diff::{demangle, SymbolDiff};
 use crate::pipeline::link::image::{image_base, link_image, ImageRequest, LinkedImage, Toolchain};
+use crate::pipeline::objects::cache::ObjectCache;
 use crate::pipeline::objects::exe::BaseExecutable;
 use crate::pipeline::objects::registry::implementation_fingerprints;
-use crate::pipeline::objects::symbols::{ObjectIndexCache, SymbolIndex};
+use crate::pipeline::objects::symbols::SymbolIndex;
 use crate::pipeline::plan::{plan, PatchPlan, Refusal};
 use crate::pipeline::recompile::{recompile, RecompileError};
 use hotreload::protocol::{Hello, PatchImage, SlotInfo, SlotUpdate};
@@ -72,8 +73,8 @@ pub struct Session {
     store: Store,
     base: Revision,
     base_index: SymbolIndex,
-    /// Objects indexed so far by content: a new build re-parses only what it changed.
-    object_index: ObjectIndexCache,
+    /// Objects parsed so far, by content: a new build re-parses only what it changed.
+    objects: ObjectCache,
     base_layouts: TypeLayouts,
     exe: BaseExecutable,
     toolchain: Toolchain,
@@ -142,11 +143,12 @@ impl Session {
         let patches_dir = patches_dir
             .canonicalize()
             .context(|| format!("could not resolve {}", patches_dir.display()))?;
-        let mut object_index = ObjectIndexCache::default();
+        let mut objects = ObjectCache::new(&base.target.crate_name());
+        let base_objects = objects.read(&base)?;
         Ok(Session {
-            base_index: SymbolIndex::load_cached(&base, &mut object_index)?,
-            object_index,
-            base_layouts: TypeLayouts::load(&base)?,
+            base_index: SymbolIndex::of(&base_objects),
+            base_layouts: TypeLayouts::of(&base_objects),
+            objects,
             store,
             base,
             exe,
@@ -186,12 +188,13 @@ impl Session {
         timings.rustc = started.elapsed();
 
         let started = Instant::now();
-        let new_index = SymbolIndex::load_cached(&recompiled.revision, &mut self.object_index)?;
+        let new_objects = self.objects.read(&recompiled.revision)?;
+        let new_index = SymbolIndex::of(&new_objects);
         let diff = SymbolDiff::between(&self.base_index, &new_index);
         let planned = plan(&diff)?;
         if let Some(plan) = &planned {
-            let changes =
-                layout_refusals(&self.base_layouts, &recompiled.revision, &new_index, plan)?;
+            let new_layouts = TypeLayouts::of(&new_objects);
+            let changes = layout_refusals(&self.base_layouts, &new_layouts, &new_index, plan);
             if !changes.is_empty() {
                 return Err(Refusal::TypeLayout(changes).into());
             }
@@ -219,7 +222,7 @@ impl Session {
         }
 
         let started = Instant::now();
-        let fingerprints = implementation_fingerprints(plan.objects.iter().map(PathBuf::as_path))?;
+        let fingerprints = implementation_fingerprints(&new_objects, &plan.objects);
         for root in &plan.roots {
             // The symbol hash covers the signature, so a changed signature usually shows up
             // as a root with a new name but the path of a running slot.

@@ -153,8 +153,8 @@ impl Base {
             .unwrap_or_else(|refusal| panic!("the plan refused: {refusal}"))
             .expect("the edit changes functions");
         let started = Instant::now();
-        let changes =
-            layout_refusals(&self.layouts, &new, &new_index, &plan).expect("layout check");
+        let new_layouts = TypeLayouts::load(&new).expect("new layouts");
+        let changes = layout_refusals(&self.layouts, &new_layouts, &new_index, &plan);
         eprintln!("layout check: {:?}", started.elapsed());
         (plan, changes)
     }

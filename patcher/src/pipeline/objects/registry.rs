@@ -2,32 +2,33 @@
 //! fingerprint each *new* implementation was compiled with. The runtime compares it with the
 //! running slot's, so an edit that changed a signature is refused instead of miscalled.
 
-use crate::pipeline::objects::file::with_object;
+use super::cache::RevisionObjects;
 use hotreload::SlotEntry;
 use linker_shim::{Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
-/// Implementation symbol (mangled) → fingerprint, for every entry in `objects`.
-pub fn implementation_fingerprints<'a>(
-    objects: impl IntoIterator<Item = &'a Path>,
-) -> Result<HashMap<String, u64>> {
-    let mut fingerprints = HashMap::new();
-    for path in objects {
-        with_object(path, |file| {
-            collect_fingerprints(file, path, &mut fingerprints)
-        })?;
-    }
-    Ok(fingerprints)
+/// Implementation symbol (mangled) → fingerprint, for every registry entry of the objects
+/// at `paths` among `objects`.
+pub fn implementation_fingerprints(
+    objects: &RevisionObjects,
+    paths: &BTreeSet<PathBuf>,
+) -> HashMap<String, u64> {
+    objects
+        .objects
+        .iter()
+        .filter(|object| paths.contains(&object.path))
+        .flat_map(|object| object.parsed.fingerprints.clone())
+        .collect()
 }
 
-/// Adds the fingerprint of every registry entry in `file` to `fingerprints`.
-fn collect_fingerprints(
+/// The fingerprint of every registry entry in `file` (stored at `path`).
+pub(crate) fn registry_fingerprints(
     file: &object::File<'_>,
     path: &Path,
-    fingerprints: &mut HashMap<String, u64>,
-) -> Result<()> {
+) -> Result<HashMap<String, u64>> {
+    let mut fingerprints = HashMap::new();
     let entry_size = size_of::<SlotEntry>() as u64;
     for section in file
         .sections()
@@ -68,5 +69,5 @@ fn collect_fingerprints(
             fingerprints.insert(name, u64::from_le_bytes(bytes.try_into().expect("8 bytes")));
         }
     }
-    Ok(())
+    Ok(fingerprints)
 }

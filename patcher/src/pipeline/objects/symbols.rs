@@ -7,7 +7,8 @@
 //! reached through section symbols) counts by its own contents, recursively, because its
 //! name is not stable from one build to the next.
 
-use linker_shim::{Context, Error, Result, Revision};
+use super::cache::{ObjectCache, RevisionObjects, StoredObject};
+use linker_shim::{Error, Result, Revision};
 use object::{
     Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionIndex,
 };
@@ -65,41 +66,26 @@ pub struct SymbolIndex {
 }
 
 impl SymbolIndex {
-    /// Indexes the stored objects of `revision`.
+    /// Indexes the stored objects of `revision` (for a one-off diff; a session keeps an
+    /// [`ObjectCache`] instead).
     pub fn load(revision: &Revision) -> Result<SymbolIndex> {
-        SymbolIndex::from_objects(&revision.object_paths())
+        let objects = ObjectCache::new(&revision.target.crate_name()).read(revision)?;
+        Ok(SymbolIndex::of(&objects))
     }
 
-    /// Indexes object files (relocatable ELF, as rustc writes them).
-    pub fn from_objects(paths: &[PathBuf]) -> Result<SymbolIndex> {
-        SymbolIndex::from_objects_cached(paths, &mut ObjectIndexCache::default())
-    }
-
-    /// Indexes the stored objects of `revision`, reusing what `cache` already knows.
-    pub fn load_cached(revision: &Revision, cache: &mut ObjectIndexCache) -> Result<SymbolIndex> {
-        SymbolIndex::from_objects_cached(&revision.object_paths(), cache)
-    }
-
-    /// Like [`SymbolIndex::from_objects`], parsing only objects whose contents `cache` has not
-    /// seen. A patch build recompiles a handful of codegen units and leaves the rest
-    /// byte-identical, so the diff's cost follows the size of the change, not of the crate.
-    pub fn from_objects_cached(
-        paths: &[PathBuf],
-        cache: &mut ObjectIndexCache,
-    ) -> Result<SymbolIndex> {
+    /// Merges the symbols of a revision's objects: one entry per name.
+    pub fn of(objects: &RevisionObjects) -> SymbolIndex {
         let mut per_definition: BTreeMap<String, (IndexedSymbol, Vec<u64>)> = BTreeMap::new();
-        for path in paths {
-            for symbol in cache.index(path)? {
-                match per_definition.get_mut(&symbol.name) {
-                    Some((merged, fingerprints)) => {
-                        fingerprints.push(symbol.fingerprint);
-                        merged.definitions.extend(symbol.definitions);
-                        merged.references.extend(symbol.references);
-                    }
-                    None => {
-                        let fingerprints = vec![symbol.fingerprint];
-                        per_definition.insert(symbol.name.clone(), (symbol, fingerprints));
-                    }
+        for symbol in objects.objects.iter().flat_map(StoredObject::symbols) {
+            match per_definition.get_mut(&symbol.name) {
+                Some((merged, fingerprints)) => {
+                    fingerprints.push(symbol.fingerprint);
+                    merged.definitions.extend(symbol.definitions);
+                    merged.references.extend(symbol.references);
+                }
+                None => {
+                    let fingerprints = vec![symbol.fingerprint];
+                    per_definition.insert(symbol.name.clone(), (symbol, fingerprints));
                 }
             }
         }
@@ -115,7 +101,7 @@ impl SymbolIndex {
                 (name, symbol)
             })
             .collect();
-        Ok(SymbolIndex { symbols })
+        SymbolIndex { symbols }
     }
 
     pub fn get(&self, name: &str) -> Option<&IndexedSymbol> {
@@ -133,32 +119,6 @@ impl SymbolIndex {
 
     pub fn is_empty(&self) -> bool {
         self.symbols.is_empty()
-    }
-}
-
-/// Indexed objects by content (length and hash of their bytes).
-#[derive(Debug, Default)]
-pub struct ObjectIndexCache {
-    by_content: HashMap<(usize, u64), Vec<IndexedSymbol>>,
-}
-
-impl ObjectIndexCache {
-    /// The symbols of the object at `path`, parsed only if its contents are new.
-    fn index(&mut self, path: &Path) -> Result<Vec<IndexedSymbol>> {
-        let bytes = std::fs::read(path)
-            .context(|| format!("could not read the object {}", path.display()))?;
-        let key = (bytes.len(), hash_of(&bytes));
-        if let Some(symbols) = self.by_content.get(&key) {
-            // Same bytes, but the file it was first seen at may be pruned since: point here.
-            let mut symbols = symbols.clone();
-            for definition in symbols.iter_mut().flat_map(|s| s.definitions.iter_mut()) {
-                definition.object = path.to_path_buf();
-            }
-            return Ok(symbols);
-        }
-        let symbols = index_object(path)?;
-        self.by_content.insert(key, symbols.clone());
-        Ok(symbols)
     }
 }
 
@@ -225,16 +185,9 @@ struct ObjectAnalysis<'data, 'file> {
     anonymous: HashMap<SectionIndex, AnonymousData<'data>>,
 }
 
-fn index_object(path: &Path) -> Result<Vec<IndexedSymbol>> {
-    let file = std::fs::File::open(path)
-        .context(|| format!("could not open the object {}", path.display()))?;
-    // SAFETY: revision objects are written once by the shim and never modified; the map is
-    // read-only and dropped before this function returns.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .context(|| format!("could not map {}", path.display()))?;
-    let object = object::File::parse(&*map)
-        .context(|| format!("{} is not an object file", path.display()))?;
-    let mut analysis = ObjectAnalysis::new(&object);
+/// The named functions and data of the object `object`, stored at `path`.
+pub(crate) fn index_object(object: &object::File<'_>, path: &Path) -> Result<Vec<IndexedSymbol>> {
+    let mut analysis = ObjectAnalysis::new(object);
     let mut symbols = Vec::new();
     for symbol in object.symbols() {
         let kind = match symbol.kind() {

@@ -16,18 +16,18 @@
 //! code (a local) is never reached, so changing it is fine.
 
 mod compare;
-mod dwarf;
 mod source;
 
 use crate::pipeline::diff::demangle;
+use crate::pipeline::objects::cache::{ObjectCache, RevisionObjects};
+use crate::pipeline::objects::dwarf::{ObjectTypes, SourceFile, TypeInfo, TypeUse};
 use crate::pipeline::objects::symbols::{SymbolIndex, SymbolKind};
+use crate::pipeline::objects::type_layout::Layout;
 use crate::pipeline::plan::{is_slot_implementation, PatchPlan, IMPLEMENTATION_SUFFIX};
-use compare::{differences, Layout};
-use dwarf::{read_object, ObjectTypes, SourceFile, TypeInfo, TypeUse};
-use linker_shim::{Context, Result, Revision};
+use compare::differences;
+use linker_shim::{Result, Revision};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// One type whose layout changed although the running program holds values of it.
@@ -59,67 +59,36 @@ impl fmt::Display for TypeLayoutChange {
     }
 }
 
-/// One object file of a revision and what its DWARF says.
-#[derive(Debug, Clone)]
-struct LoadedObject {
-    path: PathBuf,
-    len: usize,
-    types: Arc<ObjectTypes>,
-}
-
 /// What a revision's DWARF says about the crate's types, per object file.
 #[derive(Debug, Default)]
 pub struct TypeLayouts {
     crate_name: String,
-    objects: Vec<LoadedObject>,
+    objects: Vec<Arc<ObjectTypes>>,
 }
 
 impl TypeLayouts {
-    /// Reads every object of `revision`.
+    /// Reads every object of `revision` (for a one-off check; a session reads through its
+    /// [`ObjectCache`]).
     pub fn load(revision: &Revision) -> Result<TypeLayouts> {
-        TypeLayouts::load_reusing(revision, &[])
+        let objects = ObjectCache::new(&revision.target.crate_name()).read(revision)?;
+        Ok(TypeLayouts::of(&objects))
     }
 
-    /// Reads `revision`, taking what `self` read for objects with the same contents:
-    /// incremental compilation reuses an unchanged codegen unit's object byte for byte, so a
-    /// patch reads only the objects the edit changed.
-    fn load_after(&self, revision: &Revision) -> Result<TypeLayouts> {
-        TypeLayouts::load_reusing(revision, &self.objects)
-    }
-
-    fn load_reusing(revision: &Revision, earlier: &[LoadedObject]) -> Result<TypeLayouts> {
-        let crate_name = revision.target.crate_name();
-        let mut objects = Vec::new();
-        for path in revision.object_paths() {
-            let bytes = std::fs::read(&path)
-                .context(|| format!("could not read the object {}", path.display()))?;
-            // Names carry a tag of the compiler session, so contents decide.
-            let unchanged = earlier.iter().find(|object| {
-                object.len == bytes.len()
-                    && std::fs::read(&object.path).is_ok_and(|old| old == bytes)
-            });
-            let types = match unchanged {
-                Some(object) => Arc::clone(&object.types),
-                None => Arc::new(
-                    read_object(&bytes, &crate_name)
-                        .context(|| format!("{}: debug information", path.display()))?,
-                ),
-            };
-            objects.push(LoadedObject {
-                path,
-                len: bytes.len(),
-                types,
-            });
+    /// The types of a revision's objects, as the object cache read them.
+    pub fn of(objects: &RevisionObjects) -> TypeLayouts {
+        TypeLayouts {
+            crate_name: objects.crate_name.clone(),
+            objects: objects
+                .objects
+                .iter()
+                .map(|object| Arc::clone(&object.parsed.types))
+                .collect(),
         }
-        Ok(TypeLayouts {
-            crate_name,
-            objects,
-        })
     }
 
     /// False for a build without debug information: nothing can be checked.
     pub fn is_described(&self) -> bool {
-        self.objects.iter().any(|object| object.types.described)
+        self.objects.iter().any(|object| object.described)
     }
 
     /// The distinct definitions of `name` (one, unless object files disagree).
@@ -128,7 +97,7 @@ impl TypeLayouts {
         for info in self
             .objects
             .iter()
-            .filter_map(|object| object.types.types.get(name))
+            .filter_map(|object| object.types.get(name))
         {
             if !found.iter().any(|known| known.layout == info.layout) {
                 found.push(info);
@@ -140,14 +109,13 @@ impl TypeLayouts {
     fn implementation(&self, linkage_name: &str) -> Option<&[TypeUse]> {
         self.objects
             .iter()
-            .find_map(|object| object.types.implementations.get(linkage_name))
+            .find_map(|object| object.implementations.get(linkage_name))
             .map(Vec::as_slice)
     }
 
     fn has_implementation_at(&self, demangled: &str) -> bool {
         self.objects.iter().any(|object| {
             object
-                .types
                 .implementations
                 .keys()
                 .any(|name| demangle(name) == demangled)
@@ -157,13 +125,13 @@ impl TypeLayouts {
     fn static_type(&self, linkage_name: &str) -> Option<&TypeUse> {
         self.objects
             .iter()
-            .find_map(|object| object.types.statics.get(linkage_name))
+            .find_map(|object| object.statics.get(linkage_name))
     }
 
     fn namespace_file(&self, namespace: &str) -> Option<&SourceFile> {
         self.objects
             .iter()
-            .find_map(|object| object.types.namespace_files.get(namespace))
+            .find_map(|object| object.namespace_files.get(namespace))
     }
 
     /// `demo/src/physics.rs:12`, or just the file when the item can't be found in it.
@@ -184,16 +152,15 @@ impl TypeLayouts {
 /// and when the base has no debug information to tell (see the README).
 pub fn layout_refusals(
     base: &TypeLayouts,
-    new: &Revision,
+    new: &TypeLayouts,
     new_index: &SymbolIndex,
     plan: &PatchPlan,
-) -> Result<Vec<TypeLayoutChange>> {
+) -> Vec<TypeLayoutChange> {
     if !base.is_described() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    let new = base.load_after(new)?;
-    let entries = entry_points(base, &new, new_index, plan);
-    Ok(changed_types(base, &new, &entries))
+    let entries = entry_points(base, new, new_index, plan);
+    changed_types(base, new, &entries)
 }
 
 /// A value that comes from old data: what it is, and the types it leads to.

@@ -6,14 +6,15 @@
 //! hold zeros where offsets into `.debug_str`, `.debug_abbrev` or `.debug_line` belong: the
 //! relocations are applied while reading.
 
-use super::compare::{Discriminant, Field, Layout, Shape, Variant};
+use super::type_layout::{Discriminant, Field, Layout, Shape, Variant};
 use crate::pipeline::plan::IMPLEMENTATION_SUFFIX;
 use gimli::constants::*;
 use gimli::{
     AttributeValue, DwTag, EndianSlice, Reader as _, RelocateReader, RunTimeEndian, SectionId,
 };
 use linker_shim::{Context, Result};
-use object::{Object, ObjectSection, ObjectSymbol, RelocationKind, RelocationTarget};
+use object::read::RelocationMap;
+use object::{Object, ObjectSection, RelocationKind};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -23,26 +24,9 @@ type Reader<'a> = RelocateReader<EndianSlice<'a, RunTimeEndian>, Relocations<'a>
 type Dwarf<'a> = gimli::Dwarf<Reader<'a>>;
 type Unit<'a> = gimli::Unit<Reader<'a>>;
 
-/// A section's relocations by offset (sorted): the value each relocated field must hold, and
-/// whether that value is added to the field's bytes (REL) or replaces them (RELA).
-#[derive(Debug, Default)]
-struct RelocationTable(Vec<(u64, u64, bool)>);
-
-impl RelocationTable {
-    fn relocate(&self, offset: u64, value: u64) -> u64 {
-        match self.0.binary_search_by_key(&offset, |(at, _, _)| *at) {
-            Ok(found) => match self.0[found] {
-                (_, relocated, true) => value.wrapping_add(relocated),
-                (_, relocated, false) => relocated,
-            },
-            Err(_) => value,
-        }
-    }
-}
-
 /// Applies a section's relocations to the offsets and addresses gimli reads.
 #[derive(Debug, Clone, Copy)]
-struct Relocations<'a>(&'a RelocationTable);
+struct Relocations<'a>(&'a RelocationMap);
 
 impl gimli::read::Relocate for Relocations<'_> {
     fn relocate_address(&self, offset: usize, value: u64) -> gimli::Result<u64> {
@@ -58,7 +42,7 @@ impl gimli::read::Relocate for Relocations<'_> {
 /// A named type of the crate (or one whose name mentions it, such as
 /// `core::option::Option<demo::Ball>`): its layout and the crate's types it leads to.
 #[derive(Debug, Clone)]
-pub(super) struct TypeInfo {
+pub(crate) struct TypeInfo {
     pub layout: Layout,
     /// Types one step away: fields, variant fields, generic arguments, and what pointers
     /// among them point to.
@@ -70,7 +54,7 @@ pub(super) struct TypeInfo {
 /// A value old code hands to new code: a parameter or return value of a slot
 /// implementation, or a static.
 #[derive(Debug, Clone)]
-pub(super) struct TypeUse {
+pub(crate) struct TypeUse {
     /// `argument `ball``, `return value`; empty for a static.
     pub role: String,
     pub reaches: BTreeSet<String>,
@@ -79,14 +63,14 @@ pub(super) struct TypeUse {
 /// A source file as DWARF names it: the path to read, and the path to show (relative to the
 /// directory rustc ran in).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct SourceFile {
+pub(crate) struct SourceFile {
     pub path: PathBuf,
     pub shown: String,
 }
 
 /// The parts of one object's DWARF the layout check needs.
 #[derive(Debug, Default)]
-pub(super) struct ObjectTypes {
+pub(crate) struct ObjectTypes {
     /// Only types whose names mention the crate: every other type comes from a crate that was
     /// not recompiled, so it is the same in both builds and holds none of the crate's types.
     pub types: HashMap<String, TypeInfo>,
@@ -102,9 +86,8 @@ pub(super) struct ObjectTypes {
     pub described: bool,
 }
 
-/// Reads the DWARF of the object file `data`, for the crate named `crate_name`.
-pub(super) fn read_object(data: &[u8], crate_name: &str) -> Result<ObjectTypes> {
-    let file = object::File::parse(data).context(|| "not an object file".into())?;
+/// Reads the DWARF of the object `file`, for the crate named `crate_name`.
+pub(crate) fn read_object(file: &object::File<'_>, crate_name: &str) -> Result<ObjectTypes> {
     let endian = if file.is_little_endian() {
         RunTimeEndian::Little
     } else {
@@ -122,8 +105,8 @@ pub(super) fn read_object(data: &[u8], crate_name: &str) -> Result<ObjectTypes> 
         }
     }
     let sections = gimli::DwarfSections::load(|id| match debug_sections.get(&id) {
-        Some(section) => load_section(&file, section),
-        None => Ok((Cow::Borrowed(&[][..]), RelocationTable::default())),
+        Some(section) => load_section(file, section),
+        None => Ok((Cow::Borrowed(&[][..]), RelocationMap::default())),
     })
     .context(|| "could not read its debug sections".into())?;
     let dwarf = sections.borrow(|(data, relocations)| {
@@ -161,22 +144,16 @@ const READ: [SectionId; 7] = [
 fn load_section<'data>(
     file: &object::File<'data>,
     section: &object::Section<'data, '_>,
-) -> std::result::Result<(Cow<'data, [u8]>, RelocationTable), object::Error> {
-    let mut relocations = Vec::new();
+) -> std::result::Result<(Cow<'data, [u8]>, RelocationMap), object::Error> {
+    let mut relocations = RelocationMap::default();
     for (offset, relocation) in section.relocations() {
-        // The others are thread-local offsets in location expressions, which are not read.
-        if relocation.kind() != RelocationKind::Absolute {
-            continue;
+        // Only absolute relocations matter; the others are thread-local offsets in location
+        // expressions, which are not read.
+        if relocation.kind() == RelocationKind::Absolute {
+            relocations.add(file, offset, relocation)?;
         }
-        let base = match relocation.target() {
-            RelocationTarget::Symbol(index) => file.symbol_by_index(index)?.address(),
-            _ => 0,
-        };
-        let value = base.wrapping_add(relocation.addend() as u64);
-        relocations.push((offset, value, relocation.has_implicit_addend()));
     }
-    relocations.sort_unstable_by_key(|(offset, _, _)| *offset);
-    Ok((section.uncompressed_data()?, RelocationTable(relocations)))
+    Ok((section.uncompressed_data()?, relocations))
 }
 
 /// The attributes of one entry that matter here.
@@ -367,7 +344,7 @@ fn constant(value: AttributeValue<Reader<'_>>) -> Option<i128> {
 
 /// True when `name` mentions a path that starts at the crate (`demo::Ball`, `&[demo::Ball]`),
 /// not a crate or module whose name merely ends the same way.
-pub(super) fn mentions_crate(name: &str, crate_name: &str) -> bool {
+pub(crate) fn mentions_crate(name: &str, crate_name: &str) -> bool {
     name.match_indices(crate_name).any(|(at, _)| {
         let before = name[..at].chars().next_back();
         let starts_path = !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
