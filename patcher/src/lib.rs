@@ -10,7 +10,6 @@
 //! - [`Store`] (from `linker-shim`) lists, loads, pins and prunes revisions.
 pub use hotreload::protocol;
 
-pub mod args;
 pub mod bench;
 pub mod capture;
 pub mod commands;
@@ -19,9 +18,9 @@ pub mod pipeline;
 pub mod run;
 pub mod session;
 
-pub use args::{CargoArgs, MessageFormat, OutputArgs, TargetSelection};
 pub use capture::build::{build, BuildOutcome};
 pub use capture::workspace::Workspace;
+pub use commands::args::{CargoArgs, MessageFormat, OutputArgs, TargetSelection};
 pub use commands::revision_spec::RevisionSpec;
 pub use linker_shim::{
     Error, Result, Revision, RevisionId, RustcInvocation, Store, TargetKey, TargetKind,

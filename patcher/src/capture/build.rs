@@ -1,9 +1,9 @@
 //! `hotpatch build`: cargo builds the selected executable with hotpatch as rustc wrapper and
 //! linker, into hotpatch's own target directory, and the link becomes a revision.
 
-use crate::args::CargoArgs;
 use crate::capture::workspace::{cargo_program, Workspace};
 use crate::capture::wrapper::{WrapRequest, WRAP_REQUEST_ENV};
+use crate::commands::args::CargoArgs;
 use linker_shim::{
     read_build_id, Context, Error, Result, Revision, RoleRequest, RustcInvocation, Store, TargetKey,
 };

@@ -1,7 +1,7 @@
 //! The user's cargo workspace as `cargo metadata` describes it, and the choice of the one
 //! executable to build, made the way `cargo run` makes it.
 
-use crate::args::TargetSelection;
+use crate::commands::args::TargetSelection;
 use linker_shim::{Context, Error, Result, Store, TargetKey, TargetKind};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

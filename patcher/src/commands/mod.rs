@@ -1,3 +1,123 @@
-//! The `hotpatch` subcommands: their arguments and what each does.
+//! The `hotpatch` subcommands, one module each: its arguments and what it does (the shape of
+//! cargo's `commands/*.rs`). [`Cli`] is the whole command line.
 
+pub mod args;
+pub mod build;
+pub mod diff;
 pub mod revision_spec;
+pub mod revisions;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+use linker_shim::{Error, Result, Store, TargetKey};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "hotpatch",
+    version,
+    about = "Edit a running Rust program: save a file, and the same process runs the new code.",
+    long_about = "Edit a running Rust program: save a file, and the same process runs the new code.\n\n\
+        `hotpatch run` builds your binary, starts it, and on every save recompiles the changed \
+        crate, links what changed into a patch and has the running program map it and rewire \
+        its #[hotreload] functions: statics, thread-locals, heap and open files stay as they \
+        are. `hotpatch build`, `diff` and `revisions` show what the pieces see: the recorded \
+        build (object files, link line, exact rustc invocation) under <target-dir>/hotpatch/ \
+        and which functions an edit changed.\n\n\
+        Your own `cargo build` is untouched: hotpatch builds into <target-dir>/hotpatch/cargo.",
+    after_help = "Typical session:\n  \
+        hotpatch run                # build, start, watch (in your crate's directory)\n  \
+        $EDITOR src/main.rs         # change a function body and save: the program runs it\n  \
+        r⏎ / u⏎ / q⏎                # restart from a fresh build / undo the last patch / quit"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Build through cargo and record the link as a revision
+    #[command(
+        long_about = "Build the selected binary through cargo and record the link as a revision.\n\n\
+        The binary is linked with `-Wl,--no-gc-sections` and keeps its symbol table, so a later \
+        patch can call any function of std and be resolved against the executable. Each \
+        workspace crate's rustc invocation is recorded so a patch can recompile it without cargo."
+    )]
+    Build(args::CargoArgs),
+    /// Show which functions and data changed between two revisions
+    #[command(
+        long_about = "Show which functions and data changed between two revisions.\n\n\
+        A function changed if its machine code or what it refers to changed. Callers of a \
+        changed function are not listed as changed: their code still calls it by name. Data \
+        whose size or section changed is flagged: a patch cannot migrate it.\n\n\
+        REV is a revision id (see `hotpatch revisions`), `latest`, or `latest~N` (N revisions \
+        before the latest)."
+    )]
+    Diff(diff::DiffArgs),
+    /// Build, run the program, and patch it live on every save
+    #[command(
+        long_about = "Build the selected binary, run it, and patch it live on every save.\n\n\
+        hotpatch watches the workspace's sources. When a file of the binary crate is saved, it \
+        recompiles that crate alone with the recorded rustc invocation, diffs it against the \
+        running build, links the changed functions (and their callers up to #[hotreload] \
+        functions) into a patch image and has the program map it and rewire its slots. The \
+        program keeps its state: statics, thread-locals, heap, open files and windows.\n\n\
+        hotpatch's own messages go to its stderr; the program's stdout and stderr are \
+        untouched. With `--message-format json` each message is one JSON object with an \
+        \"event\" field: build-finished, app-started, watching, commands, patch-applied, \
+        rolled-back, no-change, patch-refused, compile-error, warning, app-exited.\n\n\
+        Commands: on a terminal type r⏎ (restart from a fresh build), u⏎ (undo the last \
+        patch) or q⏎ (quit); the program then gets no stdin unless --stdin-to-program. By \
+        signal, always: SIGUSR1 restarts, SIGUSR2 undoes, SIGINT/SIGTERM quit. A program that \
+        exits with status 0 ends the run with it; one that crashes waits for a restart.",
+        after_help = "Examples:\n  \
+        hotpatch run -p demo-app\n  \
+        hotpatch run --manifest-path ../game/Cargo.toml -- --level 3"
+    )]
+    Run(run::RunArgs),
+    /// List the revisions in the store
+    Revisions(revisions::RevisionsArgs),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand; the exit code is the program's own for `run`.
+    pub fn execute(self) -> ExitCode {
+        let result = match self.command {
+            Command::Build(args) => build::execute(&args),
+            Command::Diff(args) => diff::execute(&args),
+            Command::Revisions(args) => revisions::execute(&args),
+            Command::Run(args) => run::execute(&args),
+        };
+        result.unwrap_or_else(|error| {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        })
+    }
+}
+
+/// The store of the selected workspace and the target to look at: the one the flags (or
+/// the current directory) select as for `hotpatch build`, else the newest revision's.
+pub(crate) fn store_and_target(selection: &args::TargetSelection) -> Result<(Store, TargetKey)> {
+    let workspace = crate::capture::workspace::Workspace::load(selection.manifest_path.as_deref())?;
+    let store = workspace.store(selection);
+    let explicit =
+        selection.package.is_some() || selection.bin.is_some() || selection.example.is_some();
+    match workspace.resolve(selection) {
+        Ok(target) => return Ok((store, target)),
+        Err(error) if explicit => return Err(error),
+        Err(_) => {}
+    }
+    let newest = store
+        .list()?
+        .into_iter()
+        .filter(|r| r.target.profile == selection.profile())
+        .max_by_key(|r| r.id.clone());
+    match newest {
+        Some(revision) => Ok((store, revision.target)),
+        None => Err(Error::new(format!(
+            "no revisions in {}; run `hotpatch build` first",
+            store.root().display()
+        ))),
+    }
+}

@@ -2,7 +2,7 @@
 //! tool (`--message-format json`: one object per line with an `"event"` field). Everything
 //! goes to hotpatch's own stderr, so the program's stdout and stderr stay untouched.
 
-use crate::args::MessageFormat;
+use crate::commands::args::MessageFormat;
 use crate::session::PreparedPatch;
 use serde_json::{json, Value};
 use std::os::unix::process::ExitStatusExt;

@@ -9,9 +9,9 @@
 pub mod connection;
 pub mod watch;
 
-use crate::args::{CargoArgs, MessageFormat};
 use crate::capture::build::{build, BuildOutcome};
 use crate::capture::workspace::Workspace;
+use crate::commands::args::{CargoArgs, MessageFormat};
 use crate::output::events::{Event, Reporter};
 use crate::output::report;
 use crate::run::connection::{AppConnection, AppListener};
