@@ -26,12 +26,14 @@ pub mod loader;
 mod patching;
 pub mod protocol;
 mod slot;
+pub mod stop_world;
 
 pub use hotreload_macro::hotreload;
 pub use patching::{
     apply, generation, mode, on_patch, safe_point, set_mode, ApplyError, Mode, PatchEvent,
 };
 pub use slot::{slot_at, slot_named, slots, Slot, SlotEntry};
+pub use stop_world::{with_other_threads_stopped, StopError, StoppedThread, StoppedThreads};
 
 /// What `hotpatch run` would be told about this process right now (build-id, slots, …).
 #[cfg(feature = "enabled")]
