@@ -191,7 +191,12 @@ extern "C" fn on_stop_signal(_signal: c_int, _info: *mut libc::siginfo_t, contex
     };
     slot.rip.store(rip as u64, Ordering::Relaxed);
     slot.ack.store(session, Ordering::Release);
+    // SAFETY: errno is this thread's own; the interrupted code may be about to read it, and
+    // the futex wait below can overwrite it (EAGAIN, EINTR), so it is put back.
+    let errno = unsafe { *libc::__errno_location() };
     wait_for_release(session);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
     // SAFETY: cpuid exists on every x86_64 processor. It is serialising: instructions
     // fetched after it see the code as written before the release. (`unsafe` until Rust 1.87.)
     #[allow(unused_unsafe)]

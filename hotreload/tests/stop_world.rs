@@ -246,3 +246,33 @@ fn threads_that_come_and_go_while_stopping() {
     spawner.join().unwrap();
     assert!(spawned.load(Ordering::Relaxed) > 0);
 }
+
+#[test]
+fn a_stopped_thread_finds_its_errno_unchanged() {
+    let _serial = serial();
+    let stop = Arc::new(AtomicBool::new(false));
+    let changed = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (stop, changed) = (stop.clone(), changed.clone());
+        thread::spawn(move || {
+            // SAFETY: errno is this thread's own variable.
+            let errno = || unsafe { libc::__errno_location() };
+            // SAFETY: as above.
+            unsafe { *errno() = 4242 };
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: as above.
+                if unsafe { *errno() } != 4242 {
+                    changed.fetch_add(1, Ordering::Relaxed);
+                    // SAFETY: as above.
+                    unsafe { *errno() = 4242 };
+                }
+            }
+        })
+    };
+    for _ in 0..100 {
+        with_other_threads_stopped(|_| hold(Duration::from_micros(300))).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert_eq!(changed.load(Ordering::Relaxed), 0);
+}
