@@ -57,7 +57,9 @@ pub struct RedirectReport {
 /// An entry currently redirected, as the process-wide table remembers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Redirect {
+    /// The redirected function's first byte.
     pub entry: u64,
+    /// Where its `jmp` goes.
     pub target: u64,
     /// The entry's bytes before its first redirect, written back by a `None` change.
     pub original: [u8; JMP_LEN as usize],
