@@ -25,13 +25,20 @@ pub mod identity;
 pub mod loader;
 mod patching;
 pub mod protocol;
+mod redirect;
 mod slot;
+pub mod stop_world;
 
 pub use hotreload_macro::hotreload;
 pub use patching::{
     apply, generation, mode, on_patch, safe_point, set_mode, ApplyError, Mode, PatchEvent,
 };
+pub use redirect::{
+    entry_containing, jmp_rel32, redirects, set_entries, EntryChange, Redirect, RedirectError,
+    RedirectReport, JMP_LEN, MAX_ATTEMPTS,
+};
 pub use slot::{slot_at, slot_named, slots, Slot, SlotEntry};
+pub use stop_world::{with_other_threads_stopped, StopError, StoppedThread, StoppedThreads};
 
 /// What `hotpatch run` would be told about this process right now (build-id, slots, …).
 #[cfg(feature = "enabled")]
