@@ -28,6 +28,36 @@ pub struct ExeSymbol {
     pub kind: ExeSymbolKind,
 }
 
+/// Bytes of a `jmp rel32`, what an entry redirect writes.
+pub const JMP_LEN: u64 = 5;
+
+/// Why a function's entry can't take a jump to its new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRedirectable {
+    /// The executable has no function of that name, or several.
+    NotUnique,
+    /// Other functions start at the same address: a jump would redirect them too.
+    Aliased { names: usize },
+    /// Fewer than [`JMP_LEN`] bytes before the next symbol.
+    TooSmall { room: u64 },
+}
+
+impl std::fmt::Display for NotRedirectable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotRedirectable::NotUnique => {
+                write!(f, "the executable has no single function of that name")
+            }
+            NotRedirectable::Aliased { names } => {
+                write!(f, "{names} functions share its address")
+            }
+            NotRedirectable::TooSmall { room } => {
+                write!(f, "only {room} bytes before the next symbol; a jump needs {JMP_LEN}")
+            }
+        }
+    }
+}
+
 /// The executable a session patches.
 #[derive(Debug)]
 pub struct BaseExecutable {
@@ -36,6 +66,11 @@ pub struct BaseExecutable {
     /// Names defined exactly once (a name defined at two addresses can't be bound to).
     symbols: HashMap<String, ExeSymbol>,
     functions_by_address: HashMap<u64, String>,
+    /// How many differently named functions start at each address (std has aliases).
+    names_at: HashMap<u64, usize>,
+    /// Start addresses of every function and data symbol, sorted: the next one bounds how
+    /// many bytes an entry redirect may overwrite.
+    starts: Vec<u64>,
     /// `align_up(PT_TLS.p_memsz, PT_TLS.p_align)`: x86-64 variant II puts the executable's TLS
     /// block right below the thread pointer, so a TLS symbol's `%fs` offset is
     /// `st_value - tls_block_size`.
@@ -65,6 +100,8 @@ impl BaseExecutable {
         let mut symbols: HashMap<String, ExeSymbol> = HashMap::new();
         let mut ambiguous: Vec<String> = Vec::new();
         let mut functions_by_address = HashMap::new();
+        let mut named_at: HashMap<u64, std::collections::HashSet<String>> = HashMap::new();
+        let mut starts = Vec::new();
         for symbol in elf.symbols() {
             let kind = match symbol.kind() {
                 SymbolKind::Text => ExeSymbolKind::Function,
@@ -87,6 +124,13 @@ impl BaseExecutable {
                 functions_by_address
                     .entry(entry.address)
                     .or_insert_with(|| name.to_string());
+                named_at
+                    .entry(entry.address)
+                    .or_default()
+                    .insert(name.to_string());
+            }
+            if kind != ExeSymbolKind::ThreadLocal {
+                starts.push(entry.address);
             }
             match symbols.get(name) {
                 Some(existing) if existing.address != entry.address => {
@@ -101,11 +145,18 @@ impl BaseExecutable {
         for name in ambiguous {
             symbols.remove(&name);
         }
+        starts.sort_unstable();
+        starts.dedup();
         Ok(BaseExecutable {
             path: path.to_path_buf(),
             build_id,
             symbols,
             functions_by_address,
+            names_at: named_at
+                .into_iter()
+                .map(|(address, names)| (address, names.len()))
+                .collect(),
+            starts,
             tls_block_size,
         })
     }
@@ -118,6 +169,28 @@ impl BaseExecutable {
     /// The function starting at link-time `address` (used to name a slot's implementation).
     pub fn function_at(&self, address: u64) -> Option<&str> {
         self.functions_by_address.get(&address).map(String::as_str)
+    }
+
+    /// The link-time entry of function `name` if a `jmp rel32` may be written over it, so
+    /// every caller reaches a new version; otherwise why not.
+    pub fn redirectable_entry(&self, name: &str) -> std::result::Result<u64, NotRedirectable> {
+        let symbol = self
+            .symbol(name)
+            .filter(|s| s.kind == ExeSymbolKind::Function)
+            .ok_or(NotRedirectable::NotUnique)?;
+        let aliases = self.names_at.get(&symbol.address).copied().unwrap_or(1);
+        if aliases > 1 {
+            return Err(NotRedirectable::Aliased { names: aliases });
+        }
+        let next = self.starts.partition_point(|&start| start <= symbol.address);
+        let room = match self.starts.get(next) {
+            Some(start) => start - symbol.address,
+            None => symbol.size,
+        };
+        if room < JMP_LEN {
+            return Err(NotRedirectable::TooSmall { room });
+        }
+        Ok(symbol.address)
     }
 
     /// The `%fs`-relative offset of the executable's thread-local `name`.
@@ -140,5 +213,27 @@ mod tests {
         let main = exe.symbol("main").expect("a C `main` symbol");
         assert_eq!(main.kind, ExeSymbolKind::Function);
         assert_eq!(exe.function_at(main.address), Some("main"));
+    }
+
+    #[test]
+    fn entries_of_this_test_executable() {
+        let exe = BaseExecutable::open(&std::env::current_exe().unwrap()).unwrap();
+        let main = exe.symbol("main").unwrap();
+        assert_eq!(exe.redirectable_entry("main"), Ok(main.address));
+        assert_eq!(
+            exe.redirectable_entry("no such function"),
+            Err(NotRedirectable::NotUnique)
+        );
+        // std's precompiled code has functions sharing one address (identical code folded).
+        let aliased = exe
+            .symbols
+            .iter()
+            .filter(|(_, s)| s.kind == ExeSymbolKind::Function)
+            .find(|(_, s)| exe.names_at.get(&s.address).is_some_and(|&n| n > 1));
+        let (name, _) = aliased.expect("std links functions sharing an address");
+        assert!(matches!(
+            exe.redirectable_entry(name),
+            Err(NotRedirectable::Aliased { .. })
+        ));
     }
 }
