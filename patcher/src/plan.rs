@@ -9,17 +9,10 @@
 use crate::diff::{demangle, ChangeStatus, SymbolDiff};
 use crate::layout::TypeLayoutChange;
 use crate::symbols::SymbolKind;
+use hotreload_abi::slot::is_slot_implementation;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
-
-/// Suffix of the demangled name of every `#[hotreload]` implementation function.
-pub const IMPLEMENTATION_SUFFIX: &str = "::__hotreload_impl";
-
-/// True for the symbol of a `#[hotreload]` implementation (a slot target).
-pub fn is_slot_implementation(mangled: &str) -> bool {
-    demangle(mangled).ends_with(IMPLEMENTATION_SUFFIX)
-}
 
 /// The contents of one patch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,16 +117,17 @@ pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
 
     let mut plan = PatchPlan::default();
     let mut unreachable = Vec::new();
+    let is_root = |mangled: &str| is_slot_implementation(&demangle(mangled));
     for function in &changed {
         plan.relinked.insert(function.mangled.clone());
-        let mut reached_root = is_slot_implementation(&function.mangled);
+        let mut reached_root = is_slot_implementation(&function.demangled);
         if reached_root {
             // Its slot is rewired: callers keep calling through the slot, nothing to relink.
             plan.roots.insert(function.mangled.clone());
             continue;
         }
-        for caller in diff.referrer_closure([function.mangled.as_str()], is_slot_implementation) {
-            if is_slot_implementation(&caller) {
+        for caller in diff.referrer_closure([function.mangled.as_str()], is_root) {
+            if is_root(&caller) {
                 reached_root = true;
                 plan.roots.insert(caller.clone());
             }
@@ -148,7 +142,7 @@ pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
     // sees its arguments.
     let removed_roots: BTreeSet<&str> = diff
         .with_status(ChangeStatus::Removed)
-        .filter(|s| s.kind == SymbolKind::Function && s.demangled.ends_with(IMPLEMENTATION_SUFFIX))
+        .filter(|s| s.kind == SymbolKind::Function && is_slot_implementation(&s.demangled))
         .map(|s| s.demangled.as_str())
         .collect();
     plan.roots.extend(

@@ -14,7 +14,7 @@ use crate::report;
 use crate::session::{PatchFailure, PreparedPatch, Session};
 use crate::watch::{watch, CrateSources, SourceWatcher};
 use crate::workspace::Workspace;
-use hotreload::protocol::{Reply, SOCKET_ENV};
+use hotreload_abi::protocol::{Reply, SOCKET_ENV};
 use linker_shim::{Context, Error, Result};
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};

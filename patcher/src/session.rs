@@ -9,7 +9,7 @@ use crate::plan::{plan, PatchPlan, Refusal};
 use crate::recompile::{recompile, RecompileError};
 use crate::registry::implementation_fingerprints;
 use crate::symbols::{ObjectIndexCache, SymbolIndex};
-use hotreload::protocol::{Hello, PatchImage, SlotInfo, SlotUpdate};
+use hotreload_abi::protocol::{Hello, PatchImage, SlotInfo, SlotUpdate};
 use linker_shim::{Context, Error, Revision, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
