@@ -1,17 +1,19 @@
 //! `hotpatch build`: build through cargo and record the link as a revision.
 
-use super::args::{CargoArgs, MessageFormat};
+use super::args::CargoArgs;
 use crate::capture::build::build;
 use crate::capture::wrapper::current_exe;
-use crate::output::report;
+use crate::output::events::{Event, Reporter};
 use linker_shim::Result;
 use std::process::ExitCode;
 
 pub fn execute(args: &CargoArgs) -> Result<ExitCode> {
     let outcome = build(args, &current_exe()?)?;
-    match args.output.message_format {
-        MessageFormat::Human => eprint!("{}", report::build_human(&outcome)),
-        MessageFormat::Json => println!("{}", report::build_json(&outcome)),
-    }
+    let reporter = Reporter {
+        format: args.output.message_format,
+        program: outcome.target.name.clone(),
+        json_to_stdout: true,
+    };
+    reporter.emit(Event::BuildFinished { outcome: &outcome });
     Ok(ExitCode::SUCCESS)
 }

@@ -66,7 +66,9 @@ pub enum Command {
         hotpatch's own messages go to its stderr; the program's stdout and stderr are \
         untouched. With `--message-format json` each message is one JSON object with an \
         \"event\" field: build-finished, app-started, watching, commands, patch-applied, \
-        rolled-back, no-change, patch-refused, compile-error, warning, app-exited.\n\n\
+        rolled-back, no-change, patch-refused, compile-error, warning, app-exited (their \
+        fields: `hotreload_abi::events::Event`; patch-refused has a machine-readable `kind` \
+        and `items` beside its `reason`).\n\n\
         Commands: on a terminal type r⏎ (restart from a fresh build), u⏎ (undo the last \
         patch) or q⏎ (quit); the program then gets no stdin unless --stdin-to-program. By \
         signal, always: SIGUSR1 restarts, SIGUSR2 undoes, SIGINT/SIGTERM quit. A program that \

@@ -7,11 +7,11 @@
 //! relocations are applied while reading.
 
 use super::type_layout::{Discriminant, Field, Layout, Shape, Variant};
-use crate::pipeline::plan::IMPLEMENTATION_SUFFIX;
 use gimli::constants::*;
 use gimli::{
     AttributeValue, DwTag, EndianSlice, Reader as _, RelocateReader, RunTimeEndian, SectionId,
 };
+use hotreload_abi::slot::IMPLEMENTATION_NAME;
 use linker_shim::{Context, Result};
 use object::read::RelocationMap;
 use object::{Object, ObjectSection, RelocationKind};
@@ -360,7 +360,6 @@ struct UnitTypes<'a> {
 
 impl UnitTypes<'_> {
     fn collect(&self, dwarf: &Dwarf<'_>, unit: &Unit<'_>, found: &mut ObjectTypes) {
-        let implementation = IMPLEMENTATION_SUFFIX.trim_start_matches(':');
         let mut file_paths = HashMap::new();
         for die in &self.dies.entries {
             if self.is_named_type(die) {
@@ -395,7 +394,7 @@ impl UnitTypes<'_> {
             let Some(linkage_name) = self.linkage_name(die) else {
                 continue;
             };
-            if is_function && die.name.as_deref() == Some(implementation) {
+            if is_function && die.name.as_deref() == Some(IMPLEMENTATION_NAME) {
                 let mut uses: Vec<TypeUse> = self
                     .dies
                     .children(die, DW_TAG_formal_parameter)

@@ -52,7 +52,10 @@ impl std::fmt::Display for NotRedirectable {
                 write!(f, "{names} functions share its address")
             }
             NotRedirectable::TooSmall { room } => {
-                write!(f, "only {room} bytes before the next symbol; a jump needs {JMP_LEN}")
+                write!(
+                    f,
+                    "only {room} bytes before the next symbol; a jump needs {JMP_LEN}"
+                )
             }
         }
     }
@@ -182,7 +185,9 @@ impl BaseExecutable {
         if aliases > 1 {
             return Err(NotRedirectable::Aliased { names: aliases });
         }
-        let next = self.starts.partition_point(|&start| start <= symbol.address);
+        let next = self
+            .starts
+            .partition_point(|&start| start <= symbol.address);
         let room = match self.starts.get(next) {
             Some(start) => start - symbol.address,
             None => symbol.size,

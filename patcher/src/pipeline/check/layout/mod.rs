@@ -23,8 +23,9 @@ use crate::pipeline::objects::cache::{ObjectCache, RevisionObjects};
 use crate::pipeline::objects::dwarf::{ObjectTypes, SourceFile, TypeInfo, TypeUse};
 use crate::pipeline::objects::symbols::{SymbolIndex, SymbolKind};
 use crate::pipeline::objects::type_layout::Layout;
-use crate::pipeline::plan::{is_slot_implementation, PatchPlan, IMPLEMENTATION_SUFFIX};
+use crate::pipeline::plan::PatchPlan;
 use compare::differences;
+use hotreload_abi::slot::{is_slot_implementation, IMPLEMENTATION_SUFFIX};
 use linker_shim::{Result, Revision};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -179,7 +180,7 @@ fn entry_points<'a>(
     for implementation in plan
         .relinked
         .iter()
-        .filter(|name| is_slot_implementation(name))
+        .filter(|name| is_slot_implementation(&demangle(name)))
     {
         let demangled = demangle(implementation);
         // Old callers reach it if the running build has a slot at the same path. (Its symbol
