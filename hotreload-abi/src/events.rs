@@ -42,10 +42,18 @@ pub enum Event {
         /// Demangled names of the functions the edit changed and added.
         changed: Vec<String>,
         added: Vec<String>,
-        /// Functions the image defines afresh (changed, added and callers up to the slots).
+        /// Functions the image defines afresh (changed, added, and callers of functions that
+        /// could not be redirected).
         relinked: usize,
-        /// Changed functions no `#[hotreload]` function reaches: they keep their old code.
+        /// Function entries that now jump to new code (demangled names): every caller of
+        /// these reaches the new version.
+        #[serde(default)]
+        redirected: Vec<String>,
+        /// Changed functions nothing reaches: their callers keep the old code.
         unreachable: Vec<String>,
+        /// What the person should know (`main` changed: takes effect at the next start…).
+        #[serde(default)]
+        notes: Vec<String>,
         /// The image mapped, or `None` when already-mapped code was reused.
         image: Option<PathBuf>,
         reused: bool,
@@ -108,6 +116,9 @@ pub struct PatchMillis {
     pub link: f64,
     /// Delivering the patch until it is applied (in safe-point mode, the next safe point).
     pub load: f64,
+    /// How long the program's other threads were stopped while entries were rewritten.
+    #[serde(default)]
+    pub stopped: f64,
 }
 
 /// How long something took in all, in milliseconds.
@@ -182,6 +193,7 @@ mod tests {
             diff: 5.1,
             link: 19.0,
             load: 11.3,
+            stopped: 0.4,
         };
         round_trip(
             Event::PatchApplied {
@@ -189,15 +201,19 @@ mod tests {
                 changed: vec!["demo::step::__hotreload_impl".into()],
                 added: vec![],
                 relinked: 1,
+                redirected: vec!["demo::helper".into()],
                 unreachable: vec!["demo::helper".into()],
+                notes: vec!["`demo::main` changed".into()],
                 image: Some("/t/patch-0.so".into()),
                 reused: false,
                 ms,
             },
             json!({"event": "patch-applied", "generation": 1,
                    "changed": ["demo::step::__hotreload_impl"], "added": [], "relinked": 1,
-                   "unreachable": ["demo::helper"], "image": "/t/patch-0.so", "reused": false,
-                   "ms": {"total": 370.2, "rustc": 334.0, "diff": 5.1, "link": 19.0, "load": 11.3}}),
+                   "redirected": ["demo::helper"], "unreachable": ["demo::helper"],
+                   "notes": ["`demo::main` changed"], "image": "/t/patch-0.so", "reused": false,
+                   "ms": {"total": 370.2, "rustc": 334.0, "diff": 5.1, "link": 19.0, "load": 11.3,
+                          "stopped": 0.4}}),
         );
         round_trip(
             Event::PatchApplied {
@@ -205,14 +221,18 @@ mod tests {
                 changed: vec![],
                 added: vec![],
                 relinked: 0,
+                redirected: vec![],
                 unreachable: vec![],
+                notes: vec![],
                 image: None,
                 reused: true,
                 ms: PatchMillis::default(),
             },
             json!({"event": "patch-applied", "generation": 2, "changed": [], "added": [],
-                   "relinked": 0, "unreachable": [], "image": null, "reused": true,
-                   "ms": {"total": 0.0, "rustc": 0.0, "diff": 0.0, "link": 0.0, "load": 0.0}}),
+                   "relinked": 0, "redirected": [], "unreachable": [], "notes": [],
+                   "image": null, "reused": true,
+                   "ms": {"total": 0.0, "rustc": 0.0, "diff": 0.0, "link": 0.0, "load": 0.0,
+                          "stopped": 0.0}}),
         );
     }
 

@@ -13,7 +13,7 @@ use std::io::{self, BufRead, Write};
 pub const SOCKET_ENV: &str = "HOTPATCH_SOCKET";
 
 /// Bumped whenever a message changes shape; the patcher refuses a peer with another version.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One `#[hotreload]` slot as the running program sees it. Addresses are runtime addresses
 /// in the app's address space.
@@ -85,7 +85,20 @@ pub enum Request {
         id: u64,
         image: Option<PatchImage>,
         updates: Vec<SlotUpdate>,
+        /// Function entries to redirect or restore, together with the slot updates.
+        #[serde(default)]
+        entries: Vec<EntryChange>,
     },
+}
+
+/// One function entry to redirect or restore, in runtime addresses: after it, every caller
+/// of the function at `entry` (direct calls, fn pointers, vtables) reaches `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryChange {
+    /// The first byte of the function whose callers move.
+    pub entry: u64,
+    /// `Some(t)`: the entry jumps to `t`. `None`: the entry gets its original bytes back.
+    pub target: Option<u64>,
 }
 
 /// Sent by the app.
@@ -97,6 +110,9 @@ pub enum Reply {
     Applied {
         id: u64,
         generation: u64,
+        /// How long the program's other threads were stopped to write entries, in µs.
+        #[serde(default)]
+        stopped_us: u64,
     },
     /// Nothing was changed; `reason` says why.
     Refused {
@@ -145,6 +161,10 @@ mod tests {
                 fingerprint: 2,
                 target: 3,
             }],
+            entries: vec![EntryChange {
+                entry: 4,
+                target: Some(5),
+            }],
         };
         let mut wire = Vec::new();
         send(&mut wire, &request).unwrap();
@@ -153,6 +173,7 @@ mod tests {
             &Reply::Applied {
                 id: 7,
                 generation: 1,
+                stopped_us: 0,
             },
         )
         .unwrap();
@@ -163,7 +184,8 @@ mod tests {
             receive::<Reply>(&mut input).unwrap(),
             Some(Reply::Applied {
                 id: 7,
-                generation: 1
+                generation: 1,
+                stopped_us: 0,
             })
         );
         assert_eq!(receive::<Reply>(&mut input).unwrap(), None);

@@ -5,10 +5,10 @@
 
 use crate::identity;
 use crate::loader::{self, LoadedImage};
-use crate::patching::apply_in_mode;
+use crate::patching::{apply_in_mode, Applied};
 use crate::protocol::{
-    receive, send, Hello, PatchImage, Reply, Request, SlotInfo, SlotUpdate, PROTOCOL_VERSION,
-    SOCKET_ENV,
+    receive, send, EntryChange, Hello, PatchImage, Reply, Request, SlotInfo, SlotUpdate,
+    PROTOCOL_VERSION, SOCKET_ENV,
 };
 use crate::slot::slots;
 use std::io::{self, BufReader};
@@ -57,8 +57,17 @@ fn serve(socket: &Path) -> io::Result<()> {
             Err(error) => return Err(error),
         };
         let reply = match request {
-            Request::Apply { id, image, updates } => match apply_patch(image.as_ref(), updates) {
-                Ok(generation) => Reply::Applied { id, generation },
+            Request::Apply {
+                id,
+                image,
+                updates,
+                entries,
+            } => match apply_patch(image.as_ref(), updates, entries) {
+                Ok(applied) => Reply::Applied {
+                    id,
+                    generation: applied.generation,
+                    stopped_us: u64::try_from(applied.stopped_for.as_micros()).unwrap_or(u64::MAX),
+                },
                 Err(reason) => Reply::Refused { id, reason },
             },
         };
@@ -70,12 +79,17 @@ fn serve(socket: &Path) -> io::Result<()> {
 /// to know that no thread is still inside them.
 static LIVE_IMAGES: Mutex<Vec<LoadedImage>> = Mutex::new(Vec::new());
 
-/// Maps the patch's image (if any), then rewires the slots into it: all or nothing. The
-/// build-id is checked before the file is even opened; if the slots are refused the image
-/// is unmapped again. Slots move only where `apply_in_mode` says (a safe point, maybe).
-fn apply_patch(image: Option<&PatchImage>, updates: Vec<SlotUpdate>) -> Result<u64, String> {
+/// Maps the patch's image (if any), then rewires the slots and redirects the entries into
+/// it: all or nothing. The build-id is checked before the file is even opened; if the patch
+/// is refused the image is unmapped again. Slots and entries move only where `apply_in_mode`
+/// says (a safe point, maybe).
+fn apply_patch(
+    image: Option<&PatchImage>,
+    updates: Vec<SlotUpdate>,
+    entries: Vec<EntryChange>,
+) -> Result<Applied, String> {
     let Some(image) = image else {
-        return apply_in_mode(updates).map_err(|error| error.to_string());
+        return apply_in_mode(updates, entries).map_err(|error| error.to_string());
     };
     let executable = identity::executable();
     if executable.build_id.is_empty() || image.build_id != executable.build_id {
@@ -86,17 +100,17 @@ fn apply_patch(image: Option<&PatchImage>, updates: Vec<SlotUpdate>) -> Result<u
     }
     let loaded = loader::load(Path::new(&image.path), executable.load_bias, image.checksum)
         .map_err(|e| e.to_string())?;
-    match apply_in_mode(updates) {
-        Ok(generation) => {
+    match apply_in_mode(updates, entries) {
+        Ok(applied) => {
             LIVE_IMAGES
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(loaded);
-            Ok(generation)
+            Ok(applied)
         }
         Err(refusal) => {
-            // SAFETY: the refused patch moved no slot, and nothing else learned the image's
-            // addresses, so no code can be running in it.
+            // SAFETY: the refused patch moved no slot and wrote no entry, and nothing else
+            // learned the image's addresses, so no code can be running in it.
             match unsafe { loaded.unload() } {
                 Ok(()) => Err(refusal.to_string()),
                 Err(error) => Err(format!(

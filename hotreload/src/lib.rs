@@ -32,11 +32,12 @@ pub mod stop_world;
 pub use hotreload_abi::protocol;
 pub use hotreload_macro::hotreload;
 pub use patching::{
-    apply, generation, mode, on_patch, safe_point, set_mode, ApplyError, Mode, PatchEvent,
+    apply, apply_patch, generation, mode, on_patch, safe_point, set_mode, Applied, ApplyError,
+    Mode, PatchEvent,
 };
 pub use redirect::{
-    entry_containing, jmp_rel32, redirects, set_entries, EntryChange, Redirect, RedirectError,
-    RedirectReport, JMP_LEN, MAX_ATTEMPTS,
+    entry_containing, jmp_rel32, redirects, set_entries, set_entries_with, EntryChange, Redirect,
+    RedirectError, RedirectReport, JMP_LEN, MAX_ATTEMPTS,
 };
 pub use slot::{slot_at, slot_named, slots, Slot, SlotEntry};
 pub use stop_world::{with_other_threads_stopped, StopError, StoppedThread, StoppedThreads};

@@ -1,16 +1,21 @@
 //! Applying patches: validation, atomic publication, modes and safe points, callbacks.
 //!
-//! A patch is a table of (slot, new address) pairs. It is checked whole before any slot
-//! moves, so it is applied completely or not at all. Each slot store is atomic (Release):
-//! a concurrent caller runs the old or the new function, never garbage, and a thread already
-//! inside the old function finishes it there. In [`Mode::SafePoint`] the table is applied
-//! only inside [`safe_point`], on the app's thread, so no slot changes between two safe points.
+//! A patch is a table of (slot, new address) pairs and a table of function entries to
+//! redirect (or restore). Both are checked whole before anything moves, so a patch is applied
+//! completely or not at all. Each slot store is atomic (Release): a concurrent caller runs the
+//! old or the new function, never garbage, and a thread already inside the old function
+//! finishes it there. When a patch also redirects entries, the other threads are stopped
+//! while the entries are written and the slots stored ([`crate::redirect`]), so they see the
+//! whole patch at once. In [`Mode::SafePoint`] a patch is applied only inside [`safe_point`],
+//! on the app's thread, so nothing changes between two safe points.
 
 use crate::protocol::SlotUpdate;
+use crate::redirect::{set_entries_with, EntryChange, RedirectError};
 use crate::slot::{slot_at, SlotEntry};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 /// When queued patches take effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +74,7 @@ pub fn on_patch(callback: impl Fn(&PatchEvent) + Send + Sync + 'static) {
 /// Why a patch was refused. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyError {
-    /// The patch rewires no slot at all.
+    /// The patch rewires no slot and redirects no entry.
     Empty,
     /// No registered slot lives at this address.
     UnknownSlot { slot: u64 },
@@ -84,6 +89,8 @@ pub enum ApplyError {
     NotExecutable { path: &'static str, target: u64 },
     /// The same slot appears twice in one patch.
     DuplicateSlot { path: &'static str },
+    /// An entry redirect could not be written (nothing of the patch was applied).
+    Redirect(String),
 }
 
 impl fmt::Display for ApplyError {
@@ -101,6 +108,7 @@ impl fmt::Display for ApplyError {
                 write!(f, "new code for `{path}` at {target:#x} is not in executable memory")
             }
             ApplyError::DuplicateSlot { path } => write!(f, "the patch rewires `{path}` twice"),
+            ApplyError::Redirect(reason) => write!(f, "{reason}"),
         }
     }
 }
@@ -109,9 +117,6 @@ impl std::error::Error for ApplyError {}
 
 /// Checks every update against the registry and the process's memory map.
 fn validate(updates: &[SlotUpdate]) -> Result<Vec<(&'static SlotEntry, *const ())>, ApplyError> {
-    if updates.is_empty() {
-        return Err(ApplyError::Empty);
-    }
     let executable = executable_ranges();
     let mut checked: Vec<(&'static SlotEntry, *const ())> = Vec::with_capacity(updates.len());
     for update in updates {
@@ -160,20 +165,49 @@ fn executable_ranges() -> Vec<std::ops::Range<u64>> {
         .collect()
 }
 
+/// What one applied patch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// [`generation`] after this patch.
+    pub generation: u64,
+    /// How long the other threads were stopped to redirect entries (zero when none were).
+    pub stopped_for: Duration,
+}
+
 /// Validates the whole table, then rewires every slot, bumps the generation and runs the
 /// `on_patch` callbacks on this thread. Returns the new generation. Ignores the mode: the
 /// agent calls it at the right time; apps and tests may call it directly.
 pub fn apply(updates: &[SlotUpdate]) -> Result<u64, ApplyError> {
-    let event = {
+    apply_patch(updates, &[]).map(|applied| applied.generation)
+}
+
+/// Like [`apply`], with function entries to redirect (or restore) in the same step: the slot
+/// stores happen while the other threads are stopped for the entry writes.
+pub fn apply_patch(updates: &[SlotUpdate], entries: &[EntryChange]) -> Result<Applied, ApplyError> {
+    if updates.is_empty() && entries.is_empty() {
+        return Err(ApplyError::Empty);
+    }
+    let (event, stopped_for) = {
         let _serial = APPLY_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         let checked = validate(updates)?;
-        for (entry, target) in &checked {
-            entry.slot.store(*target);
-        }
-        PatchEvent {
+        let store_slots = || {
+            for (entry, target) in &checked {
+                entry.slot.store(*target);
+            }
+        };
+        let stopped_for = if entries.is_empty() {
+            store_slots();
+            Duration::ZERO
+        } else {
+            set_entries_with(entries, store_slots)
+                .map_err(|error: RedirectError| ApplyError::Redirect(error.to_string()))?
+                .stopped_for
+        };
+        let event = PatchEvent {
             generation: GENERATION.fetch_add(1, Ordering::AcqRel) + 1,
             rewired: checked.iter().map(|(entry, _)| entry.path).collect(),
-        }
+        };
+        (event, stopped_for)
     };
     let callbacks = CALLBACKS
         .lock()
@@ -182,13 +216,17 @@ pub fn apply(updates: &[SlotUpdate]) -> Result<u64, ApplyError> {
     for callback in callbacks {
         callback(&event);
     }
-    Ok(event.generation)
+    Ok(Applied {
+        generation: event.generation,
+        stopped_for,
+    })
 }
 
 /// A patch waiting for the next safe point, and where to send its outcome.
 struct Queued {
     updates: Vec<SlotUpdate>,
-    outcome: mpsc::Sender<Result<u64, ApplyError>>,
+    entries: Vec<EntryChange>,
+    outcome: mpsc::Sender<Result<Applied, ApplyError>>,
 }
 
 static QUEUED: Mutex<Vec<Queued>> = Mutex::new(Vec::new());
@@ -198,15 +236,22 @@ static PENDING: AtomicBool = AtomicBool::new(false);
 /// Applies `updates` now (immediate mode) or hands them to the next [`safe_point`] and waits
 /// for it. Used by the agent.
 #[cfg_attr(not(feature = "enabled"), allow(dead_code))] // the agent is its only caller
-pub(crate) fn apply_in_mode(updates: Vec<SlotUpdate>) -> Result<u64, ApplyError> {
+pub(crate) fn apply_in_mode(
+    updates: Vec<SlotUpdate>,
+    entries: Vec<EntryChange>,
+) -> Result<Applied, ApplyError> {
     if mode() == Mode::Immediate {
-        return apply(&updates);
+        return apply_patch(&updates, &entries);
     }
     let (outcome, receiver) = mpsc::channel();
     QUEUED
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .push(Queued { updates, outcome });
+        .push(Queued {
+            updates,
+            entries,
+            outcome,
+        });
     PENDING.store(true, Ordering::Release);
     receiver
         .recv()
@@ -231,6 +276,8 @@ fn apply_queued() {
     };
     for patch in queued {
         // The agent may have gone (socket closed); then nobody wants the outcome.
-        let _ = patch.outcome.send(apply(&patch.updates));
+        let _ = patch
+            .outcome
+            .send(apply_patch(&patch.updates, &patch.entries));
     }
 }

@@ -34,14 +34,7 @@ pub const MAX_ATTEMPTS: u32 = 50;
 /// Pause between two such attempts, so the thread moves on.
 const RETRY_PAUSE: Duration = Duration::from_millis(1);
 
-/// One entry to redirect or restore, in runtime addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EntryChange {
-    /// The first byte of the function whose callers move.
-    pub entry: u64,
-    /// `Some(t)`: the entry jumps to `t`. `None`: the entry gets its original bytes back.
-    pub target: Option<u64>,
-}
+pub use hotreload_abi::protocol::EntryChange;
 
 /// What one [`set_entries`] call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,9 +172,21 @@ pub fn entry_containing(ip: u64, entries: impl IntoIterator<Item = u64>) -> Opti
 /// entry that is not redirected changes nothing. Threads already running an old function
 /// finish it there; only new calls take the jump.
 pub fn set_entries(changes: &[EntryChange]) -> Result<RedirectReport, RedirectError> {
+    set_entries_with(changes, || {})
+}
+
+/// [`set_entries`], running `together` while the other threads are still stopped, right
+/// after the entries are written: what it changes (slot stores of the same patch) becomes
+/// visible to them at the same moment as the new entries. It must not allocate, lock or
+/// print (a stopped thread may hold that lock); when no entry needs writing it runs at once.
+pub fn set_entries_with(
+    changes: &[EntryChange],
+    together: impl FnOnce(),
+) -> Result<RedirectReport, RedirectError> {
     let mut table = TABLE.lock().unwrap_or_else(PoisonError::into_inner);
     let writes = plan(changes, &table, &executable_ranges())?;
     if writes.is_empty() {
+        together();
         return Ok(RedirectReport {
             changed: 0,
             stopped_for: Duration::ZERO,
@@ -197,6 +202,7 @@ pub fn set_entries(changes: &[EntryChange]) -> Result<RedirectReport, RedirectEr
             error,
         })?;
 
+    let mut together = Some(together);
     let mut attempts = 0;
     let stopped_for = loop {
         attempts += 1;
@@ -206,7 +212,11 @@ pub fn set_entries(changes: &[EntryChange]) -> Result<RedirectReport, RedirectEr
                     return Err((entry, thread.tid));
                 }
             }
-            Ok(write_all(&memory, &writes))
+            let written = write_all(&memory, &writes);
+            if let (Ok(()), Some(together)) = (&written, together.take()) {
+                together();
+            }
+            Ok(written)
         })?;
         match outcome {
             Ok(Ok(())) => break held,

@@ -89,6 +89,7 @@ impl Fixture {
             id,
             image: None,
             updates,
+            entries: Vec::new(),
         });
         self.receive()
     }
@@ -161,7 +162,8 @@ fn handshake_then_patches_over_a_real_socket() {
         app.apply(1, vec![redirect(word, other_word)]),
         Reply::Applied {
             id: 1,
-            generation: 1
+            generation: 1,
+            stopped_us: 0
         }
     );
     assert_eq!(
@@ -229,7 +231,8 @@ fn handshake_then_patches_over_a_real_socket() {
         app.apply(10, vec![redirect(word, word)]),
         Reply::Applied {
             id: 10,
-            generation: 2
+            generation: 2,
+            stopped_us: 0
         }
     );
     assert_eq!(
@@ -252,6 +255,7 @@ fn safe_point_mode_applies_only_at_safe_points() {
         id: 1,
         image: None,
         updates: vec![redirect(slot(&hello, "word"), slot(&hello, "other_word"))],
+        entries: Vec::new(),
     });
     // Until a safe point takes it, the patch waits: every call still runs the old code, and
     // each safe point before the agent has queued it finds nothing to apply.
@@ -279,7 +283,8 @@ fn safe_point_mode_applies_only_at_safe_points() {
         app.receive(),
         Reply::Applied {
             id: 1,
-            generation: 1
+            generation: 1,
+            stopped_us: 0
         }
     );
     assert_eq!(app.ask("word"), "word=new number=1");

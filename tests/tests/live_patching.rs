@@ -280,6 +280,7 @@ fn one_image_serves_two_running_instances() {
             id: 1,
             image: Some(image_request),
             updates: vec![update],
+            entries: Vec::new(),
         },
     )
     .unwrap();

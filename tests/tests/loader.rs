@@ -311,6 +311,7 @@ impl AgentFixture {
             id,
             image: Some(image),
             updates: vec![update],
+            entries: Vec::new(),
         };
         send(&mut self.requests, &request).unwrap();
         receive(&mut self.replies).unwrap().expect("a reply")
@@ -404,7 +405,8 @@ fn apply_with_an_image_checks_build_id_then_maps_all_or_nothing() {
         app.apply(3, image(&own_build_id), to_patched_word.clone()),
         Reply::Applied {
             id: 3,
-            generation: 1
+            generation: 1,
+            stopped_us: 0
         }
     );
     assert_eq!(

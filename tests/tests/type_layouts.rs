@@ -3,7 +3,7 @@
 //! DWARF. Each test edits one thing and asserts what the check says about it.
 
 use patcher::pipeline::check::layout::{layout_refusals, TypeLayoutChange, TypeLayouts};
-use patcher::pipeline::plan::{plan, PatchPlan};
+use patcher::pipeline::plan::{plan, EntryPolicy, PatchPlan};
 use patcher::{BuildOutcome, CargoArgs, SymbolDiff, SymbolIndex, TargetSelection};
 use std::path::Path;
 use std::sync::Mutex;
@@ -105,6 +105,20 @@ struct Base {
     layouts: TypeLayouts,
 }
 
+/// These tests check what old data reaches through rewired `#[hotreload]` slots: no entry
+/// redirects.
+struct SlotsOnly;
+
+impl EntryPolicy for SlotsOnly {
+    fn redirectable(&self, _: &str) -> Result<(), String> {
+        Err("slots only".into())
+    }
+
+    fn runs_forever(&self, _: &str) -> bool {
+        false
+    }
+}
+
 impl Base {
     fn build(name: &str) -> Base {
         let fixture =
@@ -149,7 +163,7 @@ impl Base {
         drop(guard);
         let base_index = SymbolIndex::load(&self.build.revision).unwrap();
         let new_index = SymbolIndex::load(&new).unwrap();
-        let plan = plan(&SymbolDiff::between(&base_index, &new_index))
+        let plan = plan(&SymbolDiff::between(&base_index, &new_index), &SlotsOnly)
             .unwrap_or_else(|refusal| panic!("the plan refused: {refusal}"))
             .expect("the edit changes functions");
         let started = Instant::now();

@@ -6,7 +6,9 @@
 use crate::capture::build::BuildOutcome;
 use crate::commands::args::MessageFormat;
 use crate::output::report;
-use crate::session::{PreparedPatch, Refused};
+use crate::pipeline::diff::demangle;
+use crate::pipeline::Refused;
+use crate::session::PreparedPatch;
 use hotreload_abi::events::{self as abi, millis, PatchMillis, RefusalKind, TotalMillis};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -32,6 +34,8 @@ pub enum Event<'a> {
         patch: &'a PreparedPatch,
         generation: u64,
         load: Duration,
+        /// How long the program's other threads were stopped for entry writes.
+        stopped: Duration,
         total: Duration,
     },
     RolledBack {
@@ -131,7 +135,10 @@ impl Reporter {
                     millis(*load),
                 );
                 for name in &patch.plan.unreachable {
-                    line.push_str(&format!("\n{:>12} `{name}` changed but no #[hotreload] function calls it", "warning:"));
+                    line.push_str(&format!("\n{:>12} `{name}` changed but nothing running reaches it", "warning:"));
+                }
+                for note in &patch.plan.notes {
+                    line.push_str(&format!("\n{:>12} {note}", "note:"));
                 }
                 line
             }
@@ -169,13 +176,21 @@ fn typed(event: &Event<'_>) -> abi::Event {
             patch,
             generation,
             load,
+            stopped,
             total,
         } => abi::Event::PatchApplied {
             generation: *generation,
             changed: patch.plan.changed.clone(),
             added: patch.plan.added.clone(),
             relinked: patch.plan.relinked.len(),
+            redirected: patch
+                .plan
+                .redirected
+                .iter()
+                .map(|name| demangle(name))
+                .collect(),
             unreachable: patch.plan.unreachable.clone(),
+            notes: patch.plan.notes.clone(),
             image: patch.image.as_ref().map(|i| i.path.clone()),
             reused: patch.image.is_none(),
             ms: PatchMillis {
@@ -184,6 +199,7 @@ fn typed(event: &Event<'_>) -> abi::Event {
                 diff: millis(patch.timings.diff),
                 link: millis(patch.timings.link),
                 load: millis(*load),
+                stopped: millis(*stopped),
             },
         },
         Event::RolledBack { generation } => abi::Event::RolledBack {

@@ -1,10 +1,15 @@
 //! What goes into a patch, decided from the diff against the running base revision.
 //!
 //! Patches are cumulative: each one holds everything that changed since the program started,
-//! so there are never chains. The image gets the changed and added functions, plus every
-//! unchanged caller on the way from a changed function up to a `#[hotreload]` implementation
-//! (an unchanged caller calls the old callee by address, so it must be relinked too). Those
-//! implementations are the roots: their slots are rewired to the image.
+//! so there are never chains. The image gets the changed and added functions. Each changed
+//! function that runs in the program is reached one of two ways:
+//! - a `#[hotreload]` implementation (a root) has its slot rewired to the image;
+//! - any other function gets a jump written over its old entry (an entry redirect), so every
+//!   caller — direct calls, fn pointers, vtables, closures — reaches the new version.
+//!
+//! A function whose entry can't take a jump (see [`EntryPolicy`]) is reached through its
+//! callers instead: every unchanged caller on the way up to a root or a redirectable function
+//! is relinked too (an unchanged caller calls the old callee by address).
 
 use crate::pipeline::check::layout::TypeLayoutChange;
 use crate::pipeline::diff::{demangle, ChangeStatus, LayoutChange, SymbolDiff};
@@ -23,6 +28,9 @@ pub struct PatchPlan {
     pub relinked: BTreeSet<String>,
     /// Slot implementations to rewire (a subset of `relinked`).
     pub roots: BTreeSet<String>,
+    /// Functions of the running program whose entries jump to their new version (a subset
+    /// of `relinked`).
+    pub redirected: BTreeSet<String>,
     /// Data the edit added: it lives in the image.
     pub added_data: BTreeSet<String>,
     /// Objects of the new revision that define something in `relinked` or `added_data`.
@@ -30,8 +38,11 @@ pub struct PatchPlan {
     /// Demangled names, for reports.
     pub changed: Vec<String>,
     pub added: Vec<String>,
-    /// Changed functions no `#[hotreload]` function reaches: their callers keep the old code.
+    /// Changed functions neither redirected nor reached through their callers: their callers
+    /// keep the old code.
     pub unreachable: Vec<String>,
+    /// Things the person should know about an applied patch (`main` changed…).
+    pub notes: Vec<String>,
     /// Hash of what the plan links (set by the session): equal plans make equal images.
     pub content: u64,
 }
@@ -43,8 +54,9 @@ pub enum Refusal {
     DataLayout(Vec<LayoutChange>),
     /// A new `thread_local!` (demangled names).
     NewThreadLocal(Vec<String>),
-    /// Nothing that changed is reachable from a `#[hotreload]` function (demangled names).
-    NoSlotReached(Vec<String>),
+    /// Nothing that changed can be reached: no entry takes a jump and no `#[hotreload]`
+    /// function calls it (demangled names, and why each entry can't be redirected).
+    NoSlotReached(Vec<(String, String)>),
     /// Types whose values the running program holds changed layout (checked after planning,
     /// by `layout`).
     TypeLayout(Vec<TypeLayoutChange>),
@@ -65,7 +77,10 @@ impl Refusal {
     pub fn items(&self) -> Vec<String> {
         match self {
             Refusal::DataLayout(changes) => changes.iter().map(|c| c.demangled.clone()).collect(),
-            Refusal::NewThreadLocal(names) | Refusal::NoSlotReached(names) => names.clone(),
+            Refusal::NewThreadLocal(names) => names.clone(),
+            Refusal::NoSlotReached(functions) => {
+                functions.iter().map(|(name, _)| name.clone()).collect()
+            }
             Refusal::TypeLayout(changes) => changes.iter().map(|c| c.type_name.clone()).collect(),
         }
     }
@@ -100,10 +115,14 @@ impl fmt::Display for Refusal {
                 "the edit adds thread-locals ({}); a running program can't grow its threads' TLS blocks: restart to apply this edit",
                 quoted(names, ", ")
             ),
-            Refusal::NoSlotReached(names) => write!(
+            Refusal::NoSlotReached(functions) => write!(
                 f,
-                "no #[hotreload] function calls the changed code ({}), so nothing would run it: mark a caller #[hotreload] or restart",
-                quoted(names, ", ")
+                "nothing running can reach the changed code ({}) and no #[hotreload] function calls it, so nothing would run it: mark a caller #[hotreload] or restart",
+                functions
+                    .iter()
+                    .map(|(name, why)| format!("`{name}`: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             Refusal::TypeLayout(changes) => write!(
                 f,
@@ -118,9 +137,19 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// Plans a patch from the diff of the base revision against the new one. `Ok(None)` when
+/// Which functions of the running program may get a jump over their entry.
+pub trait EntryPolicy {
+    /// `Ok` if the entry of `mangled` can take a jump to a new version; otherwise why not.
+    fn redirectable(&self, mangled: &str) -> Result<(), String>;
+    /// True for a function that, once running, never returns (the program's `main`): a
+    /// redirect reaches only its next call.
+    fn runs_forever(&self, mangled: &str) -> bool;
+}
+
+/// Plans a patch from the diff of the base revision against the new one, redirecting the
+/// entries `entries` allows. `Ok(None)` when
 /// the edit changed no function (a comment, formatting).
-pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
+pub fn plan(diff: &SymbolDiff, entries: &dyn EntryPolicy) -> Result<Option<PatchPlan>, Refusal> {
     if !diff.layout_changes.is_empty() {
         return Err(Refusal::DataLayout(diff.layout_changes.clone()));
     }
@@ -146,23 +175,40 @@ pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
     let mut plan = PatchPlan::default();
     let mut unreachable = Vec::new();
     let is_root = |mangled: &str| is_slot_implementation(&demangle(mangled));
+    let is_reached = |mangled: &str| is_root(mangled) || entries.redirectable(mangled).is_ok();
     for function in &changed {
         plan.relinked.insert(function.mangled.clone());
-        let mut reached_root = is_slot_implementation(&function.demangled);
-        if reached_root {
+        if is_root(&function.mangled) {
             // Its slot is rewired: callers keep calling through the slot, nothing to relink.
             plan.roots.insert(function.mangled.clone());
             continue;
         }
-        for caller in diff.referrer_closure([function.mangled.as_str()], is_root) {
+        let why_not = match entries.redirectable(&function.mangled) {
+            Ok(()) => {
+                plan.redirected.insert(function.mangled.clone());
+                if entries.runs_forever(&function.mangled) {
+                    plan.notes.push(format!(
+                        "`{}` changed: it is running and never returns, so the change takes effect at the next start",
+                        function.demangled
+                    ));
+                }
+                continue;
+            }
+            Err(why_not) => why_not,
+        };
+        let mut reached = false;
+        for caller in diff.referrer_closure([function.mangled.as_str()], is_reached) {
             if is_root(&caller) {
-                reached_root = true;
+                reached = true;
                 plan.roots.insert(caller.clone());
+            } else if is_reached(&caller) {
+                reached = true;
+                plan.redirected.insert(caller.clone());
             }
             plan.relinked.insert(caller);
         }
-        if !reached_root {
-            unreachable.push(function.demangled.clone());
+        if !reached {
+            unreachable.push((function.demangled.clone(), why_not));
         }
     }
     // A slot implementation renamed by the edit (the legacy symbol hash covers the fields of
@@ -181,7 +227,7 @@ pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
             })
             .map(|s| s.mangled.clone()),
     );
-    if plan.roots.is_empty() && !changed.is_empty() {
+    if plan.roots.is_empty() && plan.redirected.is_empty() && !changed.is_empty() {
         return Err(Refusal::NoSlotReached(unreachable));
     }
     for symbol in &added {
@@ -207,6 +253,6 @@ pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
         .filter(|s| s.kind == SymbolKind::Function)
         .map(|s| s.demangled.clone())
         .collect();
-    plan.unreachable = unreachable;
+    plan.unreachable = unreachable.into_iter().map(|(name, _)| name).collect();
     Ok(Some(plan))
 }

@@ -4,7 +4,7 @@
 //! so no one else can deliver patches to the program.
 
 use hotreload_abi::protocol::{
-    receive, send, Hello, PatchImage, Reply, Request, SlotUpdate, PROTOCOL_VERSION,
+    receive, send, EntryChange, Hello, PatchImage, Reply, Request, SlotUpdate, PROTOCOL_VERSION,
 };
 use linker_shim::{Context, Error, Result};
 use std::io::BufReader;
@@ -126,11 +126,21 @@ impl AppConnection {
     }
 
     /// Sends one patch and waits for the program's answer.
-    pub fn apply(&mut self, image: Option<PatchImage>, updates: Vec<SlotUpdate>) -> Result<Reply> {
+    pub fn apply(
+        &mut self,
+        image: Option<PatchImage>,
+        updates: Vec<SlotUpdate>,
+        entries: Vec<EntryChange>,
+    ) -> Result<Reply> {
         let id = self.next_id;
         self.next_id += 1;
-        send(&mut self.requests, &Request::Apply { id, image, updates })
-            .context(|| "could not send the patch".into())?;
+        let request = Request::Apply {
+            id,
+            image,
+            updates,
+            entries,
+        };
+        send(&mut self.requests, &request).context(|| "could not send the patch".into())?;
         match receive::<Reply>(&mut self.replies).context(|| "no answer from the program".into())? {
             Some(reply) => Ok(reply),
             None => Err(Error::new("the program closed the connection")),

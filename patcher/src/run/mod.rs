@@ -13,9 +13,10 @@ use crate::capture::build::{build, BuildOutcome};
 use crate::capture::workspace::Workspace;
 use crate::commands::args::CargoArgs;
 use crate::output::events::{Event, Reporter};
+use crate::pipeline::{prepare, PatchFailure, Refused};
 use crate::run::connection::{AppConnection, AppListener};
 use crate::run::watch::{watch, CrateSources, SourceWatcher};
-use crate::session::{PatchFailure, PreparedPatch, Refused, Session};
+use crate::session::{PreparedPatch, Session};
 use hotreload_abi::events::RefusalKind;
 use hotreload_abi::protocol::{Reply, SOCKET_ENV};
 use linker_shim::{Context, Error, Result};
@@ -396,7 +397,7 @@ impl Patching {
         let edited: Vec<String> = ours.iter().map(|f| f.display().to_string()).collect();
         let compiled = contents_of(&ours);
         let started = Instant::now();
-        match self.session.prepare() {
+        match prepare(&mut self.session) {
             // The save was still being written (or saved again) while rustc ran: the newer
             // contents are on their way from the watcher; this error is about neither.
             Err(PatchFailure::Compile(_)) if contents_of(&ours) != compiled => {}
@@ -422,14 +423,22 @@ impl Patching {
     fn deliver(&mut self, patch: PreparedPatch, started: Instant, reporter: &Reporter) {
         let sent = Instant::now();
         let image = self.session.image_for_runtime(&patch);
-        match self.connection.apply(image, patch.updates.clone()) {
-            Ok(Reply::Applied { generation, .. }) => {
+        match self
+            .connection
+            .apply(image, patch.updates.clone(), patch.entries.clone())
+        {
+            Ok(Reply::Applied {
+                generation,
+                stopped_us,
+                ..
+            }) => {
                 self.session.applied(&patch);
                 if patch.rollback {
                     reporter.emit(Event::RolledBack { generation });
                 } else {
                     reporter.emit(Event::PatchApplied {
                         load: sent.elapsed(),
+                        stopped: Duration::from_micros(stopped_us),
                         total: started.elapsed(),
                         generation,
                         patch: &patch,

@@ -1,4 +1,5 @@
-//! Check: whether a planned patch is safe for the running program's data. Type layouts from
-//! DWARF.
+//! Check: whether a planned patch is safe for the running program — type layouts from DWARF
+//! (old data meeting new code) and the signatures of rewired `#[hotreload]` functions.
 
 pub mod layout;
+pub mod signature;

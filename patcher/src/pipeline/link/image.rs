@@ -94,7 +94,9 @@ pub struct ImageRequest<'a> {
     pub objects: &'a BTreeSet<PathBuf>,
     /// Names the image defines afresh: never bound to the executable's copy.
     pub relinked: &'a BTreeSet<String>,
-    pub roots: &'a BTreeSet<String>,
+    /// Functions the program will be pointed at (slot implementations and redirected
+    /// functions): kept, made global, their addresses reported.
+    pub entry_points: &'a BTreeSet<String>,
     /// Data added by earlier, still-mapped patches: name → link-time address.
     pub earlier_patch_data: &'a HashMap<String, u64>,
     pub base: u64,
@@ -107,8 +109,8 @@ pub struct ImageRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct LinkedImage {
     pub path: PathBuf,
-    /// Link-time address of each root.
-    pub roots: BTreeMap<String, u64>,
+    /// Link-time address of each entry point.
+    pub entries: BTreeMap<String, u64>,
     /// Data symbols the image defines (for later patches to bind to), with addresses.
     pub data: HashMap<String, u64>,
     /// `hotreload_abi::protocol::checksum` of the file, for the runtime to verify.
@@ -122,11 +124,11 @@ pub fn link_image(request: &ImageRequest<'_>, toolchain: &Toolchain) -> Result<L
     std::fs::create_dir_all(request.work_dir)
         .context(|| format!("could not create {}", request.work_dir.display()))?;
     let objects = objects_with_anonymous_dependencies(request)?;
-    let roots: HashSet<String> = request.roots.iter().cloned().collect();
+    let entry_points: HashSet<String> = request.entry_points.iter().cloned().collect();
     let context = BindingContext {
         exe: request.exe,
         earlier_patch_data: request.earlier_patch_data,
-        roots: &roots,
+        entry_points: &entry_points,
     };
     let mut bindings: BTreeMap<String, u64> = BTreeMap::new();
     let mut inputs = Vec::new();
@@ -157,11 +159,11 @@ pub fn link_image(request: &ImageRequest<'_>, toolchain: &Toolchain) -> Result<L
         ])
         .arg("-o")
         .arg(&partial);
-    if let Some(first) = request.roots.first() {
+    if let Some(first) = request.entry_points.first() {
         command.arg(format!("--entry={first}"));
     }
-    for root in request.roots {
-        command.arg(format!("--undefined={root}"));
+    for entry_point in request.entry_points {
+        command.arg(format!("--undefined={entry_point}"));
     }
     command
         .args(&inputs)
@@ -303,12 +305,12 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
     if span > WINDOW {
         return Err(Error::new(format!("the patch image spans {span} bytes, more than its {WINDOW}-byte window: restart the program")));
     }
-    let mut roots = BTreeMap::new();
+    let mut entry_points = BTreeMap::new();
     let mut data_symbols = HashMap::new();
     for symbol in elf.symbols().filter(|s| s.is_definition()) {
         let Ok(name) = symbol.name() else { continue };
-        if request.roots.contains(name) {
-            roots.insert(name.to_string(), symbol.address());
+        if request.entry_points.contains(name) {
+            entry_points.insert(name.to_string(), symbol.address());
         } else if symbol.kind() == object::SymbolKind::Data
             && request.exe.symbol(name).is_none()
             && !is_anonymous(name)
@@ -316,7 +318,11 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
             data_symbols.insert(name.to_string(), symbol.address());
         }
     }
-    if let Some(missing) = request.roots.iter().find(|r| !roots.contains_key(*r)) {
+    if let Some(missing) = request
+        .entry_points
+        .iter()
+        .find(|r| !entry_points.contains_key(*r))
+    {
         return Err(Error::new(format!(
             "the linked patch lacks `{}`",
             crate::pipeline::diff::demangle(missing)
@@ -324,7 +330,7 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
     }
     Ok(LinkedImage {
         path: path.to_path_buf(),
-        roots,
+        entries: entry_points,
         data: data_symbols,
         checksum: hotreload_abi::protocol::checksum(&data),
         duration: Duration::ZERO,

@@ -3,3 +3,39 @@
 
 pub mod image;
 pub mod rewrite;
+
+use crate::pipeline::plan::PatchPlan;
+use crate::session::Session;
+use image::{image_base, link_image, ImageRequest, LinkedImage};
+use linker_shim::{Result, Revision};
+
+/// Links `plan`, made from the objects of `revision`, into the session's next image.
+pub fn link_patch(
+    session: &mut Session,
+    plan: &PatchPlan,
+    revision: &Revision,
+) -> Result<LinkedImage> {
+    let index = session.images_linked;
+    let work_dir = session.patches_dir.join(format!("work-{index}"));
+    let output = session
+        .patches_dir
+        .join(format!("patch-{index}-{}.so", revision.id));
+    let entry_points = plan.roots.union(&plan.redirected).cloned().collect();
+    let image = link_image(
+        &ImageRequest {
+            exe: &session.exe,
+            all_objects: &revision.object_paths(),
+            objects: &plan.objects,
+            relinked: &plan.relinked,
+            entry_points: &entry_points,
+            earlier_patch_data: &session.earlier_patch_data,
+            base: image_base(index)?,
+            work_dir: &work_dir,
+            output: &output,
+        },
+        &session.toolchain,
+    );
+    let _ = std::fs::remove_dir_all(&work_dir);
+    session.images_linked += 1;
+    image
+}

@@ -30,8 +30,9 @@ pub struct BindingContext<'a> {
     pub exe: &'a BaseExecutable,
     /// Data added by earlier patches that are still mapped: name → link-time address.
     pub earlier_patch_data: &'a HashMap<String, u64>,
-    /// `#[hotreload]` implementations this patch rewires slots to: made global.
-    pub roots: &'a HashSet<String>,
+    /// Functions the program will be pointed at (slot implementations, redirected
+    /// functions): made global so the image reports their addresses.
+    pub entry_points: &'a HashSet<String>,
 }
 
 impl BindingContext<'_> {
@@ -103,7 +104,7 @@ pub fn rewrite_object(
     for symbol in builder.symbols.iter_mut() {
         if symbol.st_bind() == elf::STB_LOCAL
             && context
-                .roots
+                .entry_points
                 .contains(&*String::from_utf8_lossy(&symbol.name))
         {
             symbol.set_st_info(elf::STB_GLOBAL, symbol.st_type());

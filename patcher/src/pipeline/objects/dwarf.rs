@@ -1,5 +1,5 @@
 //! What one object file's DWARF says about the binary crate's types, the parameters of its
-//! `#[hotreload]` implementations and the types of its statics.
+//! functions and the types of its statics.
 //!
 //! rustc writes one compilation unit per codegen unit, and each unit describes in full every
 //! type it uses, so an object is read on its own. The debug sections of a relocatable object
@@ -11,7 +11,6 @@ use gimli::constants::*;
 use gimli::{
     AttributeValue, DwTag, EndianSlice, Reader as _, RelocateReader, RunTimeEndian, SectionId,
 };
-use hotreload_abi::slot::IMPLEMENTATION_NAME;
 use linker_shim::{Context, Result};
 use object::read::RelocationMap;
 use object::{Object, ObjectSection, RelocationKind};
@@ -74,9 +73,9 @@ pub(crate) struct ObjectTypes {
     /// Only types whose names mention the crate: every other type comes from a crate that was
     /// not recompiled, so it is the same in both builds and holds none of the crate's types.
     pub types: HashMap<String, TypeInfo>,
-    /// Parameters and return value of each `#[hotreload]` implementation, by linkage name;
-    /// only those that reach a type of the crate.
-    pub implementations: HashMap<String, Vec<TypeUse>>,
+    /// Parameters and return value of each function, by linkage name; only those that reach
+    /// a type of the crate (old callers hand such values to a redirected or rewired function).
+    pub functions: HashMap<String, Vec<TypeUse>>,
     /// Statics and thread-locals whose type reaches a type of the crate, by linkage name.
     pub statics: HashMap<String, TypeUse>,
     /// The file holding the functions and statics of each namespace. rustc gives types no
@@ -352,7 +351,7 @@ pub(crate) fn mentions_crate(name: &str, crate_name: &str) -> bool {
     })
 }
 
-/// Turns one unit's entries into the crate's types, implementations and statics.
+/// Turns one unit's entries into the crate's types, functions and statics.
 struct UnitTypes<'a> {
     dies: &'a Dies,
     crate_name: &'a str,
@@ -394,7 +393,7 @@ impl UnitTypes<'_> {
             let Some(linkage_name) = self.linkage_name(die) else {
                 continue;
             };
-            if is_function && die.name.as_deref() == Some(IMPLEMENTATION_NAME) {
+            if is_function {
                 let mut uses: Vec<TypeUse> = self
                     .dies
                     .children(die, DW_TAG_formal_parameter)
@@ -408,7 +407,9 @@ impl UnitTypes<'_> {
                     reaches: self.reaches(die.type_ref),
                 });
                 uses.retain(|type_use| !type_use.reaches.is_empty());
-                found.implementations.insert(linkage_name.to_owned(), uses);
+                if !uses.is_empty() {
+                    found.functions.insert(linkage_name.to_owned(), uses);
+                }
             } else if !is_function {
                 let reaches = self.reaches(die.type_ref);
                 if !reaches.is_empty() {

@@ -3,7 +3,8 @@
 //! The running program holds values of the crate's types in statics, thread-locals, on the
 //! heap and on the stacks of its callers. New code reads them with the new layout. Where old
 //! data meets new code:
-//! - the parameters and return values of the slot implementations being rewired (old callers
+//! - the parameters and return values of the slot implementations being rewired and of the
+//!   functions whose entries are redirected (old callers
 //!   pass values in and take the result);
 //! - the statics and thread-locals the relinked functions refer to, directly or through the
 //!   unchanged (old) code they call;
@@ -107,17 +108,17 @@ impl TypeLayouts {
         found
     }
 
-    fn implementation(&self, linkage_name: &str) -> Option<&[TypeUse]> {
+    fn function(&self, linkage_name: &str) -> Option<&[TypeUse]> {
         self.objects
             .iter()
-            .find_map(|object| object.implementations.get(linkage_name))
+            .find_map(|object| object.functions.get(linkage_name))
             .map(Vec::as_slice)
     }
 
-    fn has_implementation_at(&self, demangled: &str) -> bool {
+    fn has_function_at(&self, demangled: &str) -> bool {
         self.objects.iter().any(|object| {
             object
-                .implementations
+                .functions
                 .keys()
                 .any(|name| demangle(name) == demangled)
         })
@@ -177,18 +178,19 @@ fn entry_points<'a>(
     plan: &PatchPlan,
 ) -> Vec<EntryPoint<'a>> {
     let mut entries = Vec::new();
-    for implementation in plan
+    let rewired = plan
         .relinked
         .iter()
-        .filter(|name| is_slot_implementation(&demangle(name)))
-    {
-        let demangled = demangle(implementation);
-        // Old callers reach it if the running build has a slot at the same path. (Its symbol
-        // may be new: the legacy symbol hash covers the fields of the types it takes.)
-        if !base.has_implementation_at(&demangled) {
+        .filter(|name| is_slot_implementation(&demangle(name)));
+    for function in rewired.chain(&plan.redirected) {
+        let demangled = demangle(function);
+        // Old callers reach it if the running build has it, by name or, for a slot, at the
+        // same path (a slot's symbol may be new: the legacy symbol hash covers the fields of
+        // the types it takes).
+        if base.function(function).is_none() && !base.has_function_at(&demangled) {
             continue;
         }
-        let uses = new.implementation(implementation).into_iter().flatten();
+        let uses = new.function(function).into_iter().flatten();
         let function = demangled
             .strip_suffix(IMPLEMENTATION_SUFFIX)
             .unwrap_or(&demangled);
