@@ -10,7 +10,6 @@
 //! - [`Store`] (from `linker-shim`) lists, loads, pins and prunes revisions.
 pub use hotreload::protocol;
 
-pub mod bench;
 pub mod build;
 pub mod capture;
 pub mod cli;

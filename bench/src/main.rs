@@ -8,22 +8,44 @@
 //! - [`call_overhead`] times a slot call against a direct call;
 //! - [`report`] turns samples into medians, ratios, target checks and tables.
 
-pub mod call_overhead;
-pub mod floor;
-pub mod generator;
-pub mod live;
-pub mod measure;
-pub mod rebuild;
-pub mod report;
+mod call_overhead;
+mod floor;
+mod generator;
+mod live;
+mod measure;
+mod rebuild;
+mod report;
 
+use clap::Parser;
 use generator::{ProgramSpec, CALL_OVERHEAD_PACKAGE};
 use linker_shim::{Context, Error, Result};
 use measure::Setup;
 use rebuild::CargoBuild;
 use report::Report;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+fn main() -> ExitCode {
+    let args = BenchArgs::parse();
+    match run(&args) {
+        Ok(report) if args.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("reports serialise")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("hotpatch-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Options of `hotpatch-bench`.
 #[derive(clap::Parser, Debug)]
@@ -45,33 +67,33 @@ use std::time::{SystemTime, UNIX_EPOCH};
         The first run builds the runtime's dependencies and every program twice (through hotpatch and plainly): \
         about 6 minutes on two cores for the default sizes (7 min 39 s with the release build of the bench itself).",
     after_help = "Examples:\n  \
-        cargo run --release -p patcher --bin hotpatch-bench\n  \
-        cargo run --release -p patcher --bin hotpatch-bench -- --sizes 1k,10k --repeats 3\n  \
-        cargo run --release -p patcher --bin hotpatch-bench -- --json > bench.json"
+        cargo run --release -p hotpatch-bench\n  \
+        cargo run --release -p hotpatch-bench -- --sizes 1k,10k --repeats 3\n  \
+        cargo run --release -p hotpatch-bench -- --json > bench.json"
 )]
-pub struct BenchArgs {
+struct BenchArgs {
     /// Programs to measure: sizes of the binary crate (`1k`, `10k`, `50k`, any `<N>k`) and
     /// `crates` (1k lines plus three workspace-local library crates)
     #[arg(long, value_delimiter = ',', default_value = "1k,10k,50k,crates")]
-    pub sizes: Vec<ProgramSpec>,
+    sizes: Vec<ProgramSpec>,
 
     /// Edits per program; the tables show medians
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
-    pub repeats: u32,
+    repeats: u32,
 
     /// Print the report as one JSON object (medians, targets and every sample) on stdout;
     /// progress still goes to stderr
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 
     /// Scratch directory for the generated programs and their builds
     /// [default: <hotpatch checkout>/target/hotpatch-bench]
     #[arg(long, value_name = "DIR")]
-    pub scratch: Option<PathBuf>,
+    scratch: Option<PathBuf>,
 }
 
 /// Runs the whole bench; progress lines go to stderr.
-pub fn run(args: &BenchArgs) -> Result<Report> {
+fn run(args: &BenchArgs) -> Result<Report> {
     let checkout = checkout_dir();
     let scratch = args
         .scratch
@@ -124,7 +146,7 @@ pub fn realtime_ns() -> u128 {
 fn checkout_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("patcher/ is inside the checkout")
+        .expect("bench/ is inside the checkout")
         .to_path_buf()
 }
 
