@@ -13,73 +13,7 @@ use tests::live::{field, number, LiveSession};
 
 /// The program under test: two threads print a line every 20 ms through `#[hotreload]`
 /// functions, with a public static, a module-private static and a thread-local counter.
-const PROGRAM: &str = r#"use hotreload::hotreload;
-use std::cell::Cell;
-use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-pub static FRAMES: AtomicU64 = AtomicU64::new(0);
-
-mod counter {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PRIVATE: AtomicU64 = AtomicU64::new(0);
-    pub fn next() -> u64 {
-        PRIVATE.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
-
-thread_local! {
-    static PER_THREAD: Cell<u64> = const { Cell::new(0) };
-}
-
-fn tick() -> u64 {
-    PER_THREAD.with(|count| {
-        count.set(count.get() + 1);
-        count.get()
-    })
-}
-
-fn shade() -> u32 {
-    1
-}
-
-#[hotreload]
-fn frame(thread: &str) -> String {
-    let frames = FRAMES.fetch_add(1, Ordering::Relaxed) + 1;
-    format!(
-        "thread={thread} frames={frames} private={} tls={} shade={} word=alpha",
-        counter::next(),
-        tick(),
-        shade()
-    )
-}
-
-#[hotreload]
-fn risky(n: u64) -> u64 {
-    n + 1
-}
-
-fn print(line: String) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-fn main() {
-    std::thread::spawn(|| loop {
-        print(frame("worker"));
-        std::thread::sleep(Duration::from_millis(20));
-    });
-    std::panic::set_hook(Box::new(|_| {}));
-    loop {
-        print(frame("main"));
-        let outcome = std::panic::catch_unwind(|| risky(7));
-        print(format!("risky={}", outcome.map_or("panicked".to_string(), |v| v.to_string())));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-"#;
+const PROGRAM: &str = include_str!("../fixtures/live_patching.rs");
 
 fn start(name: &str) -> LiveSession {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));

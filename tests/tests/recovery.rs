@@ -7,39 +7,7 @@ use std::path::Path;
 use tests::fixture::FixtureCrate;
 use tests::live::{field, LiveSession};
 
-const PROGRAM: &str = r#"use hotreload::hotreload;
-use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-pub static FRAMES: AtomicU64 = AtomicU64::new(0);
-
-#[hotreload]
-fn frame() -> String {
-    let frames = FRAMES.fetch_add(1, Ordering::Relaxed) + 1;
-    format!("frames={frames} word=alpha")
-}
-
-#[hotreload]
-fn risky(n: u64) -> u64 {
-    n + 1
-}
-
-fn print(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-fn main() {
-    print("hello=one");
-    loop {
-        print(&frame());
-        print(&format!("risky={}", risky(7)));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-"#;
+const PROGRAM: &str = include_str!("../fixtures/recovery.rs");
 
 fn start(name: &str) -> LiveSession {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
