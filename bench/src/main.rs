@@ -3,7 +3,8 @@
 //! sizes; hotpatch's own cost per step, memory, and the `#[hotreload]` call overhead.
 //!
 //! - [`generator`] writes the programs (one scratch cargo workspace);
-//! - [`measure`] drives a real `hotpatch run` over each ([`live`]), and after every patch times
+//! - [`measure`] drives a real `hotpatch run` over each (`testkit`'s session; [`readings`] of
+//!   the programs' timestamps and memory), and after every patch times
 //!   the compiler floor ([`floor`]) and `cargo build` + restart ([`rebuild`]) on the same edit;
 //! - [`call_overhead`] times a slot call against a direct call;
 //! - [`report`] turns samples into medians, ratios, target checks and tables.
@@ -11,8 +12,8 @@
 mod call_overhead;
 mod floor;
 mod generator;
-mod live;
 mod measure;
+mod readings;
 mod rebuild;
 mod report;
 
@@ -25,6 +26,7 @@ use report::Report;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{SystemTime, UNIX_EPOCH};
+use testkit::checkout::{build_hotpatch, cargo, checkout_dir};
 
 fn main() -> ExitCode {
     let args = BenchArgs::parse();
@@ -99,9 +101,9 @@ fn run(args: &BenchArgs) -> Result<Report> {
         .scratch
         .clone()
         .unwrap_or_else(|| checkout.join("target/hotpatch-bench"));
-    let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
+    let cargo = cargo();
     eprintln!("hotpatch-bench: building hotpatch");
-    let hotpatch_exe = build_hotpatch(&cargo, &checkout)?;
+    let hotpatch_exe = build_hotpatch_like_this_bench()?;
     let workspace = generator::generate(
         &scratch.join("programs"),
         &args.sizes,
@@ -128,7 +130,7 @@ fn run(args: &BenchArgs) -> Result<Report> {
         measurements.push(measure::measure(&setup, program, args.repeats, &progress)?);
     }
     Ok(Report::new(
-        describe_commit(&checkout),
+        describe_commit(checkout),
         args.repeats,
         measurements,
         call_overhead,
@@ -142,27 +144,9 @@ pub fn realtime_ns() -> u128 {
         .map_or(0, |since| since.as_nanos())
 }
 
-/// The hotpatch checkout this bench was compiled from.
-fn checkout_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ is inside the checkout")
-        .to_path_buf()
-}
-
-/// `cargo build` arguments for the `hotpatch` binary; the artifact message names its path.
-const BUILD_HOTPATCH: [&str; 6] = [
-    "build",
-    "--message-format=json",
-    "-p",
-    "patcher",
-    "--bin",
-    "hotpatch",
-];
-
 /// Builds (or finds up to date) the `hotpatch` binary of the bench's own profile and target
 /// directory, so the bench measures the hotpatch it was built with.
-fn build_hotpatch(cargo: &Path, checkout: &Path) -> Result<PathBuf> {
+fn build_hotpatch_like_this_bench() -> Result<PathBuf> {
     let bench = std::env::current_exe().context(|| "could not locate hotpatch-bench".into())?;
     let profile_dir = bench
         .parent()
@@ -170,36 +154,10 @@ fn build_hotpatch(cargo: &Path, checkout: &Path) -> Result<PathBuf> {
     let target_dir = profile_dir
         .parent()
         .ok_or_else(|| Error::new("hotpatch-bench is not in a cargo target directory"))?;
-    let mut command = Command::new(cargo);
-    command
-        .args(BUILD_HOTPATCH)
-        .arg("--manifest-path")
-        .arg(checkout.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    if profile_dir
+    let release = profile_dir
         .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        command.arg("--release");
-    }
-    let output = command
-        .output()
-        .context(|| format!("could not run {}", cargo.display()))?;
-    if !output.status.success() {
-        return Err(Error::new(format!(
-            "building hotpatch failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|message| {
-            message["reason"] == "compiler-artifact" && message["target"]["name"] == "hotpatch"
-        })
-        .and_then(|artifact| artifact["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| Error::new("cargo reported no hotpatch executable"))
+        .is_some_and(|name| name == "release");
+    build_hotpatch(release, Some(target_dir))
 }
 
 /// `git describe --always --dirty`, or `unknown` outside a git checkout.

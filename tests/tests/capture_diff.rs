@@ -5,7 +5,8 @@ use patcher::{BuildOutcome, CargoArgs, ChangeStatus, SymbolDiff, TargetSelection
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use tests::fixture::{hotpatch_exe, FixtureCrate};
+use testkit::fixture::FixtureCrate;
+use tests::hotpatch_exe;
 
 const PROGRAM: &str = include_str!("../fixtures/capture_diff.rs");
 

@@ -3,7 +3,7 @@
 //! of `demo-app`, so the repository's sources are never touched.
 
 use std::path::Path;
-use tests::fixture::{hotreload_dependency, FixtureCrate};
+use testkit::fixture::{hotreload_dependency, FixtureCrate};
 use tests::live::{field, number, LiveSession};
 
 const README_LINE: &str = "(255, 80, 0) // <- try changing this";

@@ -3,7 +3,7 @@
 //! running its old code on its old data, and the next compatible edit patches normally.
 
 use std::path::Path;
-use tests::fixture::FixtureCrate;
+use testkit::fixture::FixtureCrate;
 use tests::live::{field, number, LiveSession};
 
 const PROGRAM: &str = include_str!("../fixtures/layout_refusal.rs");

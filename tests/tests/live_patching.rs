@@ -8,7 +8,7 @@ use std::io::BufReader;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use tests::fixture::FixtureCrate;
+use testkit::fixture::FixtureCrate;
 use tests::live::{field, number, LiveSession};
 
 /// The program under test: two threads print a line every 20 ms through `#[hotreload]`
@@ -120,8 +120,7 @@ fn ten_edits_in_a_row_each_cumulative_against_the_base() {
         word = next;
     }
     let images: Vec<_> = session
-        .seen
-        .iter()
+        .events_seen()
         .filter(|e| e["event"] == "patch-applied")
         .collect();
     assert_eq!(images.len(), 10);

@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use tests::fixture::FixtureCrate;
+use testkit::fixture::FixtureCrate;
 use tests::live::{field, LiveSession};
 
 const PROGRAM: &str = include_str!("../fixtures/recovery.rs");
@@ -181,7 +181,7 @@ fn quitting_stops_the_program_and_hotpatch() {
         serde_json::json!(libc::SIGTERM),
         "{exited}"
     );
-    assert_eq!(session.hotpatch_exit_code(), Some(128 + libc::SIGTERM));
+    assert_eq!(session.wait_hotpatch_exit(), Some(128 + libc::SIGTERM));
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
 }
 
@@ -189,7 +189,7 @@ fn quitting_stops_the_program_and_hotpatch() {
 fn killing_hotpatch_leaves_the_program_running() {
     let mut session = start("recovery-orphan");
     session.signal_hotpatch(libc::SIGKILL);
-    session.hotpatch_exit_code();
+    session.wait_hotpatch_exit();
     session.drain_lines();
     for _ in 0..5 {
         assert_eq!(

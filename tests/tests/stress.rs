@@ -4,7 +4,7 @@
 //! reuses its mapped image). In safe-point mode no slot moves between two safe points.
 
 use std::path::Path;
-use tests::fixture::FixtureCrate;
+use testkit::fixture::FixtureCrate;
 use tests::live::{number, LiveSession};
 
 const PROGRAM: &str = include_str!("../fixtures/stress.rs");
@@ -62,8 +62,7 @@ fn two_hundred_alternating_patches_under_eight_busy_threads() {
         "both versions ran: {last}"
     );
     let images = session
-        .seen
-        .iter()
+        .events_seen()
         .filter(|e| e["event"] == "patch-applied" && !e["image"].is_null())
         .count();
     assert_eq!(

@@ -8,7 +8,8 @@ use patcher::{BuildOutcome, CargoArgs, SymbolDiff, SymbolIndex, TargetSelection}
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
-use tests::fixture::{hotpatch_exe, FixtureCrate};
+use testkit::fixture::FixtureCrate;
+use tests::hotpatch_exe;
 
 const PROGRAM: &str = include_str!("../fixtures/type_layouts.rs");
 
