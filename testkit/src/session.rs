@@ -71,9 +71,9 @@ pub struct Session {
     /// ends programs that read it to the end.
     program_stdin: Option<ChildStdin>,
     outputs: Receiver<Output>,
-    /// Program lines read while waiting for a report.
+    /// Program lines read and not yet taken by a wait.
     lines: VecDeque<String>,
-    /// Reports read while waiting for a line.
+    /// Reports read and not yet taken by a wait.
     reports: VecDeque<Report>,
     /// Every report a wait has taken, in order.
     seen: Vec<Report>,
@@ -158,24 +158,18 @@ impl Session {
     ) -> Result<Event> {
         let deadline = Instant::now() + self.patience;
         loop {
-            let report = match self.reports.pop_front() {
-                Some(report) => report,
-                None => match self.receive(deadline) {
-                    Some(Output::Report(report)) => report,
-                    Some(Output::Line(line)) => {
-                        self.lines.push_back(line);
-                        continue;
+            while let Some(report) = self.reports.pop_front() {
+                self.seen.push(report.clone());
+                match &report {
+                    Report::Event(event) if report.event_name() == Some(name) => {
+                        return Ok(event.clone())
                     }
-                    None => return Err(self.timed_out(&format!("the `{name}` event"))),
-                },
-            };
-            self.seen.push(report.clone());
-            if let (Some(kind), Report::Event(event)) = (report.event_name(), &report) {
-                if kind == name {
-                    return Ok(event.clone());
+                    _ => passing(&report)?,
                 }
             }
-            passing(&report)?;
+            if !self.receive(deadline) {
+                return Err(self.timed_out(&format!("the `{name}` event")));
+            }
         }
     }
 
@@ -183,31 +177,23 @@ impl Session {
     pub fn wait_line(&mut self, wanted: impl Fn(&str) -> bool) -> Result<String> {
         let deadline = Instant::now() + self.patience;
         loop {
-            let line = match self.lines.pop_front() {
-                Some(line) => line,
-                None => match self.receive(deadline) {
-                    Some(Output::Line(line)) => line,
-                    Some(Output::Report(report)) => {
-                        self.reports.push_back(report);
-                        continue;
-                    }
-                    None => return Err(self.timed_out("a line of the program")),
-                },
-            };
-            if wanted(&line) {
-                return Ok(line);
+            while let Some(line) = self.lines.pop_front() {
+                if wanted(&line) {
+                    return Ok(line);
+                }
+            }
+            if !self.receive(deadline) {
+                return Err(self.timed_out("a line of the program"));
             }
         }
     }
 
     /// Forgets the program lines printed so far: after a patch they are stale.
     pub fn drain_lines(&mut self) {
-        self.lines.clear();
         while let Ok(output) = self.outputs.try_recv() {
-            if let Output::Report(report) = output {
-                self.reports.push_back(report);
-            }
+            self.enqueue(output);
         }
+        self.lines.clear();
     }
 
     /// The events the waits have taken so far, in order.
@@ -246,9 +232,23 @@ impl Session {
         Ok(())
     }
 
-    fn receive(&self, deadline: Instant) -> Option<Output> {
+    /// Queues the next output of either reader; false if none came before `deadline`.
+    fn receive(&mut self, deadline: Instant) -> bool {
         let left = deadline.saturating_duration_since(Instant::now());
-        self.outputs.recv_timeout(left).ok()
+        match self.outputs.recv_timeout(left) {
+            Ok(output) => {
+                self.enqueue(output);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn enqueue(&mut self, output: Output) {
+        match output {
+            Output::Report(report) => self.reports.push_back(report),
+            Output::Line(line) => self.lines.push_back(line),
+        }
     }
 
     fn timed_out(&self, what: &str) -> Error {
