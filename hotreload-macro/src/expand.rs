@@ -1,6 +1,6 @@
 //! The expansion of `#[hotreload]` on functions and `impl` blocks.
 
-use crate::fingerprint::{fnv1a, normalised_signature};
+use crate::fingerprint::signature_fingerprint;
 use crate::self_type::{mentions_self, receiver_ident, SelfType};
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, ToTokens};
@@ -167,7 +167,8 @@ fn check_eligible(sig: &syn::Signature) -> Result<()> {
 }
 
 /// Turns `sig` into the visible function's signature and returns its new body: the original
-/// body moved into a nested `__hotreload_impl`, its slot, its registry entry, and the call
+/// body moved into a nested implementation function (`hotreload_abi::slot::IMPLEMENTATION_NAME`),
+/// its slot, its registry entry, and the call
 /// through the slot. `path` is the function's path below its module, for the registry.
 fn slot_body(
     sig: &mut syn::Signature,
@@ -177,7 +178,8 @@ fn slot_body(
 ) -> Result<syn::Block> {
     check_eligible(sig)?;
     let mut impl_sig = sig.clone();
-    impl_sig.ident = format_ident!("__hotreload_impl");
+    let impl_name = format_ident!("{}", hotreload_abi::slot::IMPLEMENTATION_NAME);
+    impl_sig.ident = impl_name.clone();
     let mut call_args = Vec::new();
     let mut impl_lints = TokenStream::new();
     for (index, (visible, implementation)) in sig
@@ -221,7 +223,7 @@ fn slot_body(
         }
         None => body.clone(),
     };
-    let fingerprint = fnv1a(&normalised_signature(&impl_sig));
+    let fingerprint = signature_fingerprint(&impl_sig);
     let unsafety = &sig.unsafety;
     let abi = &sig.abi;
     let holes = sig.inputs.iter().map(|_| quote!(_));
@@ -238,20 +240,20 @@ fn slot_body(
         #impl_lints
         #impl_sig #impl_body
 
-        static __HOTRELOAD_SLOT: #private::Slot = #private::Slot::new(__hotreload_impl as *const ());
+        static __HOTRELOAD_SLOT: #private::Slot = #private::Slot::new(#impl_name as *const ());
 
         #[#private::linkme::distributed_slice(#private::SLOTS)]
         #[linkme(crate = #private::linkme)]
         static __HOTRELOAD_ENTRY: #private::SlotEntry = #private::SlotEntry::new(
             &__HOTRELOAD_SLOT,
-            __hotreload_impl as *const (),
+            #impl_name as *const (),
             ::core::concat!(::core::module_path!(), "::", #path),
             #fingerprint,
         );
 
-        // SAFETY: the slot holds the original `__hotreload_impl` or a replacement that the
+        // SAFETY: the slot holds the original implementation or a replacement that the
         // runtime accepted only with this signature's fingerprint, so both have this type.
-        let __hotreload_fn = unsafe { __HOTRELOAD_SLOT.get(__hotreload_impl as #fn_pointer) };
+        let __hotreload_fn = unsafe { __HOTRELOAD_SLOT.get(#impl_name as #fn_pointer) };
         #call
     }})
 }

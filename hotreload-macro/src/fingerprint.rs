@@ -44,11 +44,10 @@ pub fn normalised_signature(sig: &syn::Signature) -> String {
     )
 }
 
-/// 64-bit FNV-1a: stable across compiler versions and runs, unlike `DefaultHasher`.
-pub fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// The fingerprint of a signature whose `Self` has already been substituted: the ABI's hash
+/// of its normalised text, which the runtime compares with a patch's.
+pub fn signature_fingerprint(sig: &syn::Signature) -> u64 {
+    hotreload_abi::hash::fnv1a(normalised_signature(sig).as_bytes())
 }
 
 /// Token text with lifetimes removed.
@@ -83,7 +82,7 @@ mod tests {
     use super::*;
 
     fn fingerprint(item: syn::ItemFn) -> u64 {
-        fnv1a(&normalised_signature(&item.sig))
+        signature_fingerprint(&item.sig)
     }
 
     #[test]

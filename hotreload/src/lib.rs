@@ -24,9 +24,10 @@ mod agent;
 pub mod identity;
 pub mod loader;
 mod patching;
-pub mod protocol;
 mod slot;
 
+/// The messages between `hotpatch` and the agent (defined in `hotreload-abi`).
+pub use hotreload_abi::protocol;
 pub use hotreload_macro::hotreload;
 pub use patching::{
     apply, generation, mode, on_patch, safe_point, set_mode, ApplyError, Mode, PatchEvent,

@@ -72,8 +72,9 @@ impl CodeAddress {
 
 /// The registry's record of one slot.
 ///
-/// `repr(C)` because the patcher reads entries out of compiled objects (section
-/// `linkme_SLOTS`): the new version's fingerprint sits at [`SlotEntry::FINGERPRINT_OFFSET`].
+/// `repr(C)`, laid out as [`hotreload_abi::slot::EntryLayout`] (asserted below), because the
+/// patcher reads entries out of compiled objects (section [`hotreload_abi::slot::SECTION`]) to
+/// learn a new implementation's fingerprint.
 #[repr(C)]
 pub struct SlotEntry {
     pub slot: &'static Slot,
@@ -84,14 +85,19 @@ pub struct SlotEntry {
     pub fingerprint: u64,
 }
 
-impl SlotEntry {
-    /// Byte offset of `fingerprint` in an entry (after two pointers and a `&str`).
-    pub const FINGERPRINT_OFFSET: usize = std::mem::offset_of!(SlotEntry, fingerprint);
-    /// Byte offset of `original` in an entry: its relocation names the implementation symbol.
-    pub const ORIGINAL_OFFSET: usize = std::mem::offset_of!(SlotEntry, original);
-    /// Name of the linker section holding the entries.
-    pub const SECTION: &'static str = "linkme_SLOTS";
+// The patcher reads entries at the ABI crate's offsets: a field moved here must move there.
+const _: () = {
+    use hotreload_abi::slot::{EntryLayout, ENTRY_SIZE, FINGERPRINT_OFFSET, ORIGINAL_OFFSET};
+    use std::mem::offset_of;
+    assert!(size_of::<SlotEntry>() == ENTRY_SIZE);
+    assert!(align_of::<SlotEntry>() == align_of::<EntryLayout>());
+    assert!(offset_of!(SlotEntry, slot) == offset_of!(EntryLayout, slot));
+    assert!(offset_of!(SlotEntry, original) == ORIGINAL_OFFSET);
+    assert!(offset_of!(SlotEntry, path) == offset_of!(EntryLayout, path));
+    assert!(offset_of!(SlotEntry, fingerprint) == FINGERPRINT_OFFSET);
+};
 
+impl SlotEntry {
     pub const fn new(
         slot: &'static Slot,
         original: *const (),
@@ -107,7 +113,8 @@ impl SlotEntry {
     }
 }
 
-/// Every slot in the program, gathered by the linker.
+/// Every slot in the program, gathered by the linker. `linkme` puts the entries in a section
+/// named after this static: `SLOTS` is what makes it [`hotreload_abi::slot::SECTION`].
 #[linkme::distributed_slice]
 pub static SLOTS: [SlotEntry];
 

@@ -3,7 +3,7 @@
 //! The socket lives in a fresh directory only this user can open (0700) and is itself 0600,
 //! so no one else can deliver patches to the program.
 
-use hotreload::protocol::{
+use hotreload_abi::protocol::{
     receive, send, Hello, PatchImage, Reply, Request, SlotUpdate, PROTOCOL_VERSION,
 };
 use linker_shim::{Context, Error, Result};

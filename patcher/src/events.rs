@@ -1,17 +1,23 @@
-//! What `hotpatch run` tells the person at the terminal (aligned, cargo-style lines) or a
-//! tool (`--message-format json`: one object per line with an `"event"` field). Everything
-//! goes to hotpatch's own stderr, so the program's stdout and stderr stay untouched.
+//! What `hotpatch run` and `hotpatch build` tell the person at the terminal (aligned,
+//! cargo-style lines) or a tool (`--message-format json`: one [`hotreload_abi::events::Event`]
+//! per line). `run` speaks on hotpatch's own stderr, so the program's stdout and stderr stay
+//! untouched.
 
+use crate::build::BuildOutcome;
 use crate::cli::MessageFormat;
-use crate::session::PreparedPatch;
-use serde_json::{json, Value};
+use crate::report;
+use crate::session::{PreparedPatch, Refused};
+use hotreload_abi::events::{self as abi, millis, PatchMillis, RefusalKind, TotalMillis};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-/// Something that happened during a run.
+/// Something that happened during a run (or a build).
 pub enum Event<'a> {
+    BuildFinished {
+        outcome: &'a BuildOutcome,
+    },
     AppStarted {
         pid: u32,
     },
@@ -34,9 +40,7 @@ pub enum Event<'a> {
     NothingChanged {
         total: Duration,
     },
-    PatchRefused {
-        reason: String,
-    },
+    PatchRefused(Refused),
     CompileError {
         rendered: String,
     },
@@ -48,21 +52,43 @@ pub enum Event<'a> {
     },
 }
 
-fn millis(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1e4).round() / 10.0
+impl Event<'_> {
+    /// A refusal of `kind`, about `items`.
+    pub fn refused(kind: RefusalKind, items: Vec<String>, reason: String) -> Event<'static> {
+        Event::PatchRefused(Refused {
+            kind,
+            items,
+            reason,
+        })
+    }
 }
 
-/// Prints events in the chosen format.
+/// Prints events in the chosen format: everything hotpatch reports goes through here.
 pub struct Reporter {
     pub format: MessageFormat,
     /// The program's name, for human lines.
     pub program: String,
+    /// JSON lines go to stdout (`hotpatch build`, like cargo's) instead of stderr (`run`,
+    /// whose stdout is the program's).
+    pub json_to_stdout: bool,
 }
 
 impl Reporter {
     pub fn emit(&self, event: Event<'_>) {
         match self.format {
-            MessageFormat::Json => eprintln!("{}", json_of(&event)),
+            MessageFormat::Json => {
+                // Only a path that is not UTF-8 fails to serialise: say so rather than vanish.
+                let line = serde_json::to_string(&typed(&event)).unwrap_or_else(|error| {
+                    let message = format!("could not print an event: {error}");
+                    serde_json::to_string(&abi::Event::Warning { message })
+                        .expect("a string serialises")
+                });
+                if self.json_to_stdout {
+                    println!("{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+            }
             MessageFormat::Human => eprintln!("{}", self.human(&event)),
         }
     }
@@ -70,6 +96,7 @@ impl Reporter {
     fn human(&self, event: &Event<'_>) -> String {
         let program = &self.program;
         match event {
+            Event::BuildFinished { outcome } => report::build_human(outcome).trim_end().to_string(),
             Event::AppStarted { pid } => format!("{:>12} {program} (pid {pid})", "Running"),
             Event::Watching { directories } => {
                 let list: Vec<_> = directories.iter().map(|d| d.display().to_string()).collect();
@@ -114,7 +141,7 @@ impl Reporter {
             Event::NothingChanged { total } => {
                 format!("{:>12} no function changed ({:.0} ms)", "Unchanged", millis(*total))
             }
-            Event::PatchRefused { reason } => {
+            Event::PatchRefused(Refused { reason, .. }) => {
                 format!("{:>12} {reason}\n{:>12} the program keeps running its current code", "Refused", "")
             }
             Event::CompileError { rendered } => {
@@ -126,46 +153,61 @@ impl Reporter {
     }
 }
 
-fn json_of(event: &Event<'_>) -> Value {
+/// The event as tools see it.
+fn typed(event: &Event<'_>) -> abi::Event {
     match event {
-        Event::AppStarted { pid } => json!({"event": "app-started", "pid": pid}),
-        Event::Watching { directories } => json!({"event": "watching", "directories": directories}),
-        Event::Commands { keys } => {
-            json!({"event": "commands", "keys": keys, "pid": std::process::id()})
-        }
+        Event::BuildFinished { outcome } => report::build_event(outcome),
+        Event::AppStarted { pid } => abi::Event::AppStarted { pid: *pid },
+        Event::Watching { directories } => abi::Event::Watching {
+            directories: directories.clone(),
+        },
+        Event::Commands { keys } => abi::Event::Commands {
+            keys: *keys,
+            pid: std::process::id(),
+        },
         Event::PatchApplied {
             patch,
             generation,
             load,
             total,
-        } => json!({
-            "event": "patch-applied",
-            "generation": generation,
-            "changed": patch.plan.changed,
-            "added": patch.plan.added,
-            "relinked": patch.plan.relinked.len(),
-            "unreachable": patch.plan.unreachable,
-            "image": patch.image.as_ref().map(|i| &i.path),
-            "reused": patch.image.is_none(),
-            "ms": {
-                "total": millis(*total),
-                "rustc": millis(patch.timings.rustc),
-                "diff": millis(patch.timings.diff),
-                "link": millis(patch.timings.link),
-                "load": millis(*load),
+        } => abi::Event::PatchApplied {
+            generation: *generation,
+            changed: patch.plan.changed.clone(),
+            added: patch.plan.added.clone(),
+            relinked: patch.plan.relinked.len(),
+            unreachable: patch.plan.unreachable.clone(),
+            image: patch.image.as_ref().map(|i| i.path.clone()),
+            reused: patch.image.is_none(),
+            ms: PatchMillis {
+                total: millis(*total),
+                rustc: millis(patch.timings.rustc),
+                diff: millis(patch.timings.diff),
+                link: millis(patch.timings.link),
+                load: millis(*load),
             },
-        }),
-        Event::RolledBack { generation } => {
-            json!({"event": "rolled-back", "generation": generation})
-        }
-        Event::NothingChanged { total } => {
-            json!({"event": "no-change", "ms": {"total": millis(*total)}})
-        }
-        Event::PatchRefused { reason } => json!({"event": "patch-refused", "reason": reason}),
-        Event::CompileError { rendered } => json!({"event": "compile-error", "rendered": rendered}),
-        Event::AppExited { status } => {
-            json!({"event": "app-exited", "status": status.code(), "signal": status.signal()})
-        }
-        Event::Warning { message } => json!({"event": "warning", "message": message}),
+        },
+        Event::RolledBack { generation } => abi::Event::RolledBack {
+            generation: *generation,
+        },
+        Event::NothingChanged { total } => abi::Event::NoChange {
+            ms: TotalMillis {
+                total: millis(*total),
+            },
+        },
+        Event::PatchRefused(refused) => abi::Event::PatchRefused {
+            kind: refused.kind,
+            items: refused.items.clone(),
+            reason: refused.reason.clone(),
+        },
+        Event::CompileError { rendered } => abi::Event::CompileError {
+            rendered: rendered.clone(),
+        },
+        Event::AppExited { status } => abi::Event::AppExited {
+            status: status.code(),
+            signal: status.signal(),
+        },
+        Event::Warning { message } => abi::Event::Warning {
+            message: message.clone(),
+        },
     }
 }

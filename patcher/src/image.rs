@@ -111,7 +111,7 @@ pub struct LinkedImage {
     pub roots: BTreeMap<String, u64>,
     /// Data symbols the image defines (for later patches to bind to), with addresses.
     pub data: HashMap<String, u64>,
-    /// `hotreload::protocol::checksum` of the file, for the runtime to verify.
+    /// `hotreload_abi::protocol::checksum` of the file, for the runtime to verify.
     pub checksum: u64,
     pub duration: Duration,
 }
@@ -326,7 +326,7 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
         path: path.to_path_buf(),
         roots,
         data: data_symbols,
-        checksum: hotreload::protocol::checksum(&data),
+        checksum: hotreload_abi::protocol::checksum(&data),
         duration: Duration::ZERO,
     })
 }

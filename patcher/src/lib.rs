@@ -8,7 +8,7 @@
 //! - [`diff()`] / [`SymbolDiff`] say which functions and data an edit changed, and who refers
 //!   to them;
 //! - [`Store`] (from `linker-shim`) lists, loads, pins and prunes revisions.
-pub use hotreload::protocol;
+pub use hotreload_abi::protocol;
 
 pub mod build;
 pub mod capture;

@@ -2,6 +2,7 @@
 //! patches applied live.
 
 use clap::{Args, Parser, Subcommand};
+use patcher::events::{Event, Reporter};
 use patcher::report;
 use patcher::{
     build, diff, CargoArgs, MessageFormat, OutputArgs, RevisionSpec, TargetSelection, Workspace,
@@ -63,7 +64,9 @@ enum Command {
         hotpatch's own messages go to its stderr; the program's stdout and stderr are \
         untouched. With `--message-format json` each message is one JSON object with an \
         \"event\" field: build-finished, app-started, watching, commands, patch-applied, \
-        rolled-back, no-change, patch-refused, compile-error, warning, app-exited.\n\n\
+        rolled-back, no-change, patch-refused, compile-error, warning, app-exited (their \
+        fields: `hotreload_abi::events::Event`; patch-refused has a machine-readable `kind` \
+        and `items` beside its `reason`).\n\n\
         Commands: on a terminal type r⏎ (restart from a fresh build), u⏎ (undo the last \
         patch) or q⏎ (quit); the program then gets no stdin unless --stdin-to-program. By \
         signal, always: SIGUSR1 restarts, SIGUSR2 undoes, SIGINT/SIGTERM quit. A program that \
@@ -131,10 +134,12 @@ fn main() -> ExitCode {
 
 fn run_build(args: &CargoArgs) -> patcher::Result<()> {
     let outcome = build(args, &patcher::capture::current_exe()?)?;
-    match args.output.message_format {
-        MessageFormat::Human => eprint!("{}", report::build_human(&outcome)),
-        MessageFormat::Json => println!("{}", report::build_json(&outcome)),
-    }
+    let reporter = Reporter {
+        format: args.output.message_format,
+        program: outcome.target.name.clone(),
+        json_to_stdout: true,
+    };
+    reporter.emit(Event::BuildFinished { outcome: &outcome });
     Ok(())
 }
 

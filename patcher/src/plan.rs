@@ -6,20 +6,14 @@
 //! (an unchanged caller calls the old callee by address, so it must be relinked too). Those
 //! implementations are the roots: their slots are rewired to the image.
 
-use crate::diff::{demangle, ChangeStatus, SymbolDiff};
+use crate::diff::{demangle, ChangeStatus, LayoutChange, SymbolDiff};
 use crate::layout::TypeLayoutChange;
 use crate::symbols::SymbolKind;
+use hotreload_abi::events::RefusalKind;
+use hotreload_abi::slot::is_slot_implementation;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
-
-/// Suffix of the demangled name of every `#[hotreload]` implementation function.
-pub const IMPLEMENTATION_SUFFIX: &str = "::__hotreload_impl";
-
-/// True for the symbol of a `#[hotreload]` implementation (a slot target).
-pub fn is_slot_implementation(mangled: &str) -> bool {
-    demangle(mangled).ends_with(IMPLEMENTATION_SUFFIX)
-}
 
 /// The contents of one patch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,33 +40,70 @@ pub struct PatchPlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// A static or thread-local changed size, section or kind.
-    DataLayout(Vec<String>),
-    /// A new `thread_local!`.
+    DataLayout(Vec<LayoutChange>),
+    /// A new `thread_local!` (demangled names).
     NewThreadLocal(Vec<String>),
-    /// Nothing that changed is reachable from a `#[hotreload]` function.
+    /// Nothing that changed is reachable from a `#[hotreload]` function (demangled names).
     NoSlotReached(Vec<String>),
     /// Types whose values the running program holds changed layout (checked after planning,
     /// by `layout`).
     TypeLayout(Vec<TypeLayoutChange>),
 }
 
+impl Refusal {
+    /// The refusal's kind, for tools (`patch-refused`'s `kind`).
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            Refusal::DataLayout(_) => RefusalKind::DataLayout,
+            Refusal::NewThreadLocal(_) => RefusalKind::NewThreadLocal,
+            Refusal::NoSlotReached(_) => RefusalKind::Unreachable,
+            Refusal::TypeLayout(_) => RefusalKind::TypeLayout,
+        }
+    }
+
+    /// What it is about: the statics, thread-locals or functions (demangled), or the types.
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            Refusal::DataLayout(changes) => changes.iter().map(|c| c.demangled.clone()).collect(),
+            Refusal::NewThreadLocal(names) | Refusal::NoSlotReached(names) => names.clone(),
+            Refusal::TypeLayout(changes) => changes.iter().map(|c| c.type_name.clone()).collect(),
+        }
+    }
+}
+
+/// `` `a`, `b` `` with `separator` between the names.
+fn quoted(names: &[String], separator: &str) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::DataLayout(items) => write!(
+            Refusal::DataLayout(changes) => write!(
                 f,
                 "the layout of existing data changed ({}); the running program's data can't be migrated: restart to apply this edit",
-                items.join("; ")
+                changes
+                    .iter()
+                    .map(|c| format!(
+                        "`{}`: {} → {} bytes, {} → {}",
+                        c.demangled, c.old_size, c.new_size, c.old_section, c.new_section
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
-            Refusal::NewThreadLocal(items) => write!(
+            Refusal::NewThreadLocal(names) => write!(
                 f,
                 "the edit adds thread-locals ({}); a running program can't grow its threads' TLS blocks: restart to apply this edit",
-                items.join(", ")
+                quoted(names, ", ")
             ),
-            Refusal::NoSlotReached(items) => write!(
+            Refusal::NoSlotReached(names) => write!(
                 f,
                 "no #[hotreload] function calls the changed code ({}), so nothing would run it: mark a caller #[hotreload] or restart",
-                items.join(", ")
+                quoted(names, ", ")
             ),
             Refusal::TypeLayout(changes) => write!(
                 f,
@@ -91,22 +122,12 @@ impl fmt::Display for Refusal {
 /// the edit changed no function (a comment, formatting).
 pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
     if !diff.layout_changes.is_empty() {
-        return Err(Refusal::DataLayout(
-            diff.layout_changes
-                .iter()
-                .map(|c| {
-                    format!(
-                        "`{}`: {} → {} bytes, {} → {}",
-                        c.demangled, c.old_size, c.new_size, c.old_section, c.new_section
-                    )
-                })
-                .collect(),
-        ));
+        return Err(Refusal::DataLayout(diff.layout_changes.clone()));
     }
     let new_thread_locals: Vec<String> = diff
         .with_status(ChangeStatus::Added)
         .filter(|s| s.kind == SymbolKind::ThreadLocal)
-        .map(|s| format!("`{}`", s.demangled))
+        .map(|s| s.demangled.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -124,16 +145,17 @@ pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
 
     let mut plan = PatchPlan::default();
     let mut unreachable = Vec::new();
+    let is_root = |mangled: &str| is_slot_implementation(&demangle(mangled));
     for function in &changed {
         plan.relinked.insert(function.mangled.clone());
-        let mut reached_root = is_slot_implementation(&function.mangled);
+        let mut reached_root = is_slot_implementation(&function.demangled);
         if reached_root {
             // Its slot is rewired: callers keep calling through the slot, nothing to relink.
             plan.roots.insert(function.mangled.clone());
             continue;
         }
-        for caller in diff.referrer_closure([function.mangled.as_str()], is_slot_implementation) {
-            if is_slot_implementation(&caller) {
+        for caller in diff.referrer_closure([function.mangled.as_str()], is_root) {
+            if is_root(&caller) {
                 reached_root = true;
                 plan.roots.insert(caller.clone());
             }
@@ -148,7 +170,7 @@ pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
     // sees its arguments.
     let removed_roots: BTreeSet<&str> = diff
         .with_status(ChangeStatus::Removed)
-        .filter(|s| s.kind == SymbolKind::Function && s.demangled.ends_with(IMPLEMENTATION_SUFFIX))
+        .filter(|s| s.kind == SymbolKind::Function && is_slot_implementation(&s.demangled))
         .map(|s| s.demangled.as_str())
         .collect();
     plan.roots.extend(
@@ -160,9 +182,7 @@ pub fn plan(diff: &SymbolDiff) -> Result<Option<PatchPlan>, Refusal> {
             .map(|s| s.mangled.clone()),
     );
     if plan.roots.is_empty() && !changed.is_empty() {
-        return Err(Refusal::NoSlotReached(
-            unreachable.iter().map(|n| format!("`{n}`")).collect(),
-        ));
+        return Err(Refusal::NoSlotReached(unreachable));
     }
     for symbol in &added {
         match symbol.kind {

@@ -3,7 +3,7 @@
 //! running slot's, so an edit that changed a signature is refused instead of miscalled.
 
 use crate::object_file::with_object;
-use hotreload::SlotEntry;
+use hotreload_abi::slot::{ENTRY_SIZE, FINGERPRINT_OFFSET, ORIGINAL_OFFSET, SECTION};
 use linker_shim::{Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 use std::collections::HashMap;
@@ -28,19 +28,15 @@ fn collect_fingerprints(
     path: &Path,
     fingerprints: &mut HashMap<String, u64>,
 ) -> Result<()> {
-    let entry_size = size_of::<SlotEntry>() as u64;
-    for section in file
-        .sections()
-        .filter(|s| s.name() == Ok(SlotEntry::SECTION))
-    {
+    for section in file.sections().filter(|s| s.name() == Ok(SECTION)) {
         let contents = section
             .data()
             .context(|| format!("could not read the registry of {}", path.display()))?;
         for (offset, relocation) in section.relocations() {
-            let Some(start) = offset.checked_sub(SlotEntry::ORIGINAL_OFFSET as u64) else {
+            let Some(start) = offset.checked_sub(ORIGINAL_OFFSET as u64) else {
                 continue;
             };
-            if start % entry_size != 0 {
+            if start % ENTRY_SIZE as u64 != 0 {
                 continue;
             }
             let RelocationTarget::Symbol(index) = relocation.target() else {
@@ -61,7 +57,7 @@ fn collect_fingerprints(
                     }),
                 _ => symbol.name().ok().map(str::to_string),
             };
-            let at = (start as usize) + SlotEntry::FINGERPRINT_OFFSET;
+            let at = (start as usize) + FINGERPRINT_OFFSET;
             let (Some(name), Some(bytes)) = (name, contents.get(at..at + 8)) else {
                 continue;
             };

@@ -3,6 +3,7 @@
 
 use crate::build::BuildOutcome;
 use crate::diff::{ChangeStatus, SymbolChange, SymbolDiff};
+use hotreload_abi::events::{millis, Event};
 use linker_shim::Revision;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -15,22 +16,17 @@ const GROUPS: [(ChangeStatus, &str); 3] = [
     (ChangeStatus::Removed, "removed"),
 ];
 
-fn millis(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1e4).round() / 10.0
-}
-
-/// `{"event":"build-finished", …}`
-pub fn build_json(outcome: &BuildOutcome) -> Value {
-    json!({
-        "event": "build-finished",
-        "target": outcome.target.to_string(),
-        "revision": outcome.revision.id,
-        "exe": outcome.exe,
-        "build_id": outcome.revision.build_id,
-        "objects": outcome.revision.objects.len(),
-        "linked": outcome.linked,
-        "ms": millis(outcome.duration),
-    })
+/// The `build-finished` event (printed by [`crate::events::Reporter`]).
+pub fn build_event(outcome: &BuildOutcome) -> Event {
+    Event::BuildFinished {
+        target: outcome.target.to_string(),
+        revision: outcome.revision.id.as_str().to_string(),
+        exe: outcome.exe.clone(),
+        build_id: outcome.revision.build_id.clone(),
+        objects: outcome.revision.objects.len(),
+        linked: outcome.linked,
+        ms: millis(outcome.duration),
+    }
 }
 
 pub fn build_human(outcome: &BuildOutcome) -> String {

@@ -82,7 +82,7 @@ pub fn rewrite_object(
             contents.to_mut()[start..start + bytes.len()].copy_from_slice(&bytes);
         }
     }
-    let registry = hotreload::SlotEntry::SECTION.as_bytes();
+    let registry = hotreload_abi::slot::SECTION.as_bytes();
     let mut deleted = Vec::new();
     for section in builder.sections.iter_mut() {
         // Registry entries stay the executable's: the image must not carry a second set.

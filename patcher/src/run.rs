@@ -7,14 +7,14 @@
 //! its status; one that crashes is reported and waits for a restart.
 
 use crate::build::{build, BuildOutcome};
-use crate::cli::{CargoArgs, MessageFormat};
+use crate::cli::CargoArgs;
 use crate::connection::{AppConnection, AppListener};
 use crate::events::{Event, Reporter};
-use crate::report;
-use crate::session::{PatchFailure, PreparedPatch, Session};
+use crate::session::{PatchFailure, PreparedPatch, Refused, Session};
 use crate::watch::{watch, CrateSources, SourceWatcher};
 use crate::workspace::Workspace;
-use hotreload::protocol::{Reply, SOCKET_ENV};
+use hotreload_abi::events::RefusalKind;
+use hotreload_abi::protocol::{Reply, SOCKET_ENV};
 use linker_shim::{Context, Error, Result};
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -47,6 +47,8 @@ enum Request {
     Restart,
     Rollback,
     Quit,
+    /// A line that is no command: say which ones there are.
+    Help,
 }
 
 /// What the main loop waits for.
@@ -73,6 +75,7 @@ pub fn run(args: &RunArgs, hotpatch_exe: &Path) -> Result<ExitCode> {
         reporter: Reporter {
             format: args.cargo.output.message_format,
             program: String::new(),
+            json_to_stdout: false,
         },
         signals,
         incoming,
@@ -139,6 +142,9 @@ impl Runner<'_> {
                     });
                 }
                 Signal::Command(Request::Rollback) => self.rollback(),
+                Signal::Command(Request::Help) => {
+                    self.reporter.emit(Event::Commands { keys: self.keys })
+                }
                 Signal::Command(Request::Restart) => {
                     self.stop();
                     if let Err(error) = self.start() {
@@ -162,10 +168,8 @@ impl Runner<'_> {
     fn start(&mut self) -> Result<()> {
         let outcome = build(&self.args.cargo, self.hotpatch_exe)?;
         self.reporter.program = outcome.target.name.clone();
-        match self.reporter.format {
-            MessageFormat::Json => eprintln!("{}", report::build_json(&outcome)),
-            MessageFormat::Human => eprint!("{}", report::build_human(&outcome)),
-        }
+        self.reporter
+            .emit(Event::BuildFinished { outcome: &outcome });
         let listener = AppListener::bind()?;
         let mut child = Command::new(&outcome.exe)
             .args(&self.args.program_args)
@@ -304,10 +308,7 @@ fn listen_for_commands(keys: bool, commands: Sender<Signal>) -> Result<()> {
                     "r" => Request::Restart,
                     "u" => Request::Rollback,
                     "q" => Request::Quit,
-                    _ => {
-                        eprintln!("{:>12} r⏎ restart, u⏎ undo the last patch, q⏎ quit", "Keys");
-                        continue;
-                    }
+                    _ => Request::Help,
                 };
                 if commands.send(Signal::Command(request)).is_err() {
                     break;
@@ -376,13 +377,15 @@ impl Patching {
     fn on_change(&mut self, files: &[PathBuf], reporter: &Reporter) {
         let (ours, others): (Vec<_>, Vec<_>) = files.iter().partition(|f| self.sources.contains(f));
         for file in others {
-            reporter.emit(Event::PatchRefused {
-                reason: format!(
+            reporter.emit(Event::refused(
+                RefusalKind::OtherCrate,
+                vec![file.display().to_string()],
+                format!(
                     "{} is not part of the binary crate `{}`; only that crate is patched live: restart to apply this edit",
                     file.display(),
                     self.session.base().target.crate_name()
                 ),
-            });
+            ));
         }
         if ours.is_empty() {
             return;
@@ -401,12 +404,15 @@ impl Patching {
             Err(PatchFailure::Compile(diagnostics)) => reporter.emit(Event::CompileError {
                 rendered: diagnostics.concat(),
             }),
-            Err(PatchFailure::Refused(reason)) => reporter.emit(Event::PatchRefused {
-                reason: format!("{reason} (edited: {})", edited.join(", ")),
-            }),
-            Err(PatchFailure::Failed(error)) => reporter.emit(Event::PatchRefused {
-                reason: format!("{error} (edited: {})", edited.join(", ")),
-            }),
+            Err(PatchFailure::Refused(refused)) => reporter.emit(Event::PatchRefused(Refused {
+                reason: format!("{} (edited: {})", refused.reason, edited.join(", ")),
+                ..refused
+            })),
+            Err(PatchFailure::Failed(error)) => reporter.emit(Event::refused(
+                RefusalKind::Failed,
+                Vec::new(),
+                format!("{error} (edited: {})", edited.join(", ")),
+            )),
         }
     }
 
@@ -427,15 +433,21 @@ impl Patching {
                     });
                 }
             }
-            Ok(Reply::Refused { reason, .. }) => reporter.emit(Event::PatchRefused {
-                reason: format!("the program refused the patch: {reason}"),
-            }),
-            Ok(other) => reporter.emit(Event::PatchRefused {
-                reason: format!("unexpected answer from the program: {other:?}"),
-            }),
-            Err(error) => reporter.emit(Event::PatchRefused {
-                reason: error.to_string(),
-            }),
+            Ok(Reply::Refused { reason, .. }) => reporter.emit(Event::refused(
+                RefusalKind::Runtime,
+                Vec::new(),
+                format!("the program refused the patch: {reason}"),
+            )),
+            Ok(other) => reporter.emit(Event::refused(
+                RefusalKind::Failed,
+                Vec::new(),
+                format!("unexpected answer from the program: {other:?}"),
+            )),
+            Err(error) => reporter.emit(Event::refused(
+                RefusalKind::Failed,
+                Vec::new(),
+                error.to_string(),
+            )),
         }
     }
 }

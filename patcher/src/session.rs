@@ -9,7 +9,8 @@ use crate::plan::{plan, PatchPlan, Refusal};
 use crate::recompile::{recompile, RecompileError};
 use crate::registry::implementation_fingerprints;
 use crate::symbols::{ObjectIndexCache, SymbolIndex};
-use hotreload::protocol::{Hello, PatchImage, SlotInfo, SlotUpdate};
+use hotreload_abi::events::RefusalKind;
+use hotreload_abi::protocol::{Hello, PatchImage, SlotInfo, SlotUpdate};
 use linker_shim::{Context, Error, Revision, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -49,8 +50,8 @@ pub struct PreparedPatch {
 pub enum PatchFailure {
     /// rustc rejected the code; its rendered diagnostics.
     Compile(Vec<String>),
-    /// The edit can't be applied to the running program; the reason says why and what to do.
-    Refused(String),
+    /// The edit can't be applied to the running program.
+    Refused(Refused),
     /// Something went wrong on our side.
     Failed(Error),
 }
@@ -61,9 +62,24 @@ impl From<Error> for PatchFailure {
     }
 }
 
+/// A refused edit, as `patch-refused` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Why, for tools.
+    pub kind: RefusalKind,
+    /// The functions, data, types or files concerned.
+    pub items: Vec<String>,
+    /// Why and what to do, for a person.
+    pub reason: String,
+}
+
 impl From<Refusal> for PatchFailure {
     fn from(refusal: Refusal) -> Self {
-        PatchFailure::Refused(refusal.to_string())
+        PatchFailure::Refused(Refused {
+            kind: refusal.kind(),
+            items: refusal.items(),
+            reason: refusal.to_string(),
+        })
     }
 }
 
@@ -241,10 +257,14 @@ impl Session {
                     None => continue,
                 },
             };
-            return Err(PatchFailure::Refused(format!(
-                "the signature of `{}` changed; its running callers still pass arguments the old way: restart to apply this edit",
-                slot.path
-            )));
+            return Err(PatchFailure::Refused(Refused {
+                kind: RefusalKind::Signature,
+                items: vec![slot.path.clone()],
+                reason: format!(
+                    "the signature of `{}` changed; its running callers still pass arguments the old way: restart to apply this edit",
+                    slot.path
+                ),
+            }));
         }
         let index = self.images_linked;
         let work_dir = self.patches_dir.join(format!("work-{index}"));
@@ -285,9 +305,11 @@ impl Session {
             })
             .collect();
         if targets.is_empty() {
-            return Err(PatchFailure::Refused(
-                "the changed code is reached only from #[hotreload] functions the edit added, which nothing running calls yet: restart".into(),
-            ));
+            return Err(PatchFailure::Refused(Refused {
+                kind: RefusalKind::Unreachable,
+                items: plan.changed,
+                reason: "the changed code is reached only from #[hotreload] functions the edit added, which nothing running calls yet: restart".into(),
+            }));
         }
         let mut patch = self.towards(targets, Some(image), plan, timings);
         patch.plan.content = content;

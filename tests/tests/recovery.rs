@@ -2,6 +2,7 @@
 //! applied is refused with a reason while the program keeps running its old code; compile
 //! errors, undo, restart, crashes and a killed hotpatch leave the user in control.
 
+use hotreload_abi::events::{Event, RefusalKind};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use testkit::fixture::FixtureCrate;
@@ -18,12 +19,33 @@ fn word(session: &mut LiveSession) -> String {
     field(&session.line_where(|l| l.starts_with("frames=")), "word").to_string()
 }
 
-/// Applies an edit that must be refused with `reason` in it, checks the program still runs
-/// the old code, then undoes the edit.
-fn refused(session: &mut LiveSession, from: &str, to: &str, reason: &str) {
+/// What a refusal must say: its kind, a word of one of its items, a part of its reason.
+struct Expected {
+    kind: RefusalKind,
+    item: &'static str,
+    reason: &'static str,
+}
+
+/// Applies an edit that must be refused as `expected`, checks the program still runs the old
+/// code, then undoes the edit.
+fn refused(session: &mut LiveSession, from: &str, to: &str, expected: Expected) {
     session.fixture.replace(from, to);
     let refusal = session.event_skipping("patch-refused");
-    let why = refusal["reason"].as_str().unwrap_or_default();
+    let Ok(Event::PatchRefused {
+        kind,
+        items,
+        reason: why,
+    }) = serde_json::from_value::<Event>(refusal.clone())
+    else {
+        panic!("not a patch-refused event: {refusal}");
+    };
+    assert_eq!(kind, expected.kind, "{refusal}");
+    assert!(
+        items.iter().any(|item| item.contains(expected.item)),
+        "expected `{}` in the items: {refusal}",
+        expected.item
+    );
+    let reason = expected.reason;
     assert!(why.contains(reason), "expected `{reason}` in: {why}");
     assert!(
         why.contains("src/main.rs"),
@@ -47,25 +69,41 @@ fn unpatchable_edits_are_refused_and_the_old_code_keeps_running() {
         &mut session,
         "FRAMES: AtomicU64 = AtomicU64::new(0)",
         "FRAMES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0)",
-        "FRAMES",
+        Expected {
+            kind: RefusalKind::DataLayout,
+            item: "FRAMES",
+            reason: "FRAMES",
+        },
     );
     refused(
         &mut session,
         "fn risky(n: u64) -> u64 {\n    n + 1",
         "fn risky(n: u64) -> u64 {\n    thread_local! { static EXTRA: std::cell::Cell<u64> = const { std::cell::Cell::new(0) }; }\n    EXTRA.with(|e| e.set(e.get() + 1));\n    n + EXTRA.with(|e| e.get())",
-        "thread-local",
+        Expected {
+            kind: RefusalKind::NewThreadLocal,
+            item: "EXTRA",
+            reason: "thread-local",
+        },
     );
     refused(
         &mut session,
         "fn risky(n: u64) -> u64 {",
         "fn risky(n: u64) -> u128 {\n    n as u128 + 1\n}\nfn unused(n: u64) -> u64 {",
-        "signature of `recovery_refusals::risky` changed",
+        Expected {
+            kind: RefusalKind::Signature,
+            item: "recovery_refusals::risky",
+            reason: "signature of `recovery_refusals::risky` changed",
+        },
     );
     refused(
         &mut session,
         "print(\"hello=one\");",
         "print(\"hello=two\");",
-        "no #[hotreload] function calls the changed code",
+        Expected {
+            kind: RefusalKind::Unreachable,
+            item: "recovery_refusals::main",
+            reason: "no #[hotreload] function calls the changed code",
+        },
     );
     // After all that, a good edit still patches.
     session.edit("word=alpha", "word=beta");

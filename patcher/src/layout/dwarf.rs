@@ -7,11 +7,11 @@
 //! relocations are applied while reading.
 
 use super::compare::{Discriminant, Field, Layout, Shape, Variant};
-use crate::plan::IMPLEMENTATION_SUFFIX;
 use gimli::constants::*;
 use gimli::{
     AttributeValue, DwTag, EndianSlice, Reader as _, RelocateReader, RunTimeEndian, SectionId,
 };
+use hotreload_abi::slot::IMPLEMENTATION_NAME;
 use linker_shim::{Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationKind, RelocationTarget};
 use std::borrow::Cow;
@@ -383,7 +383,6 @@ struct UnitTypes<'a> {
 
 impl UnitTypes<'_> {
     fn collect(&self, dwarf: &Dwarf<'_>, unit: &Unit<'_>, found: &mut ObjectTypes) {
-        let implementation = IMPLEMENTATION_SUFFIX.trim_start_matches(':');
         let mut file_paths = HashMap::new();
         for die in &self.dies.entries {
             if self.is_named_type(die) {
@@ -418,7 +417,7 @@ impl UnitTypes<'_> {
             let Some(linkage_name) = self.linkage_name(die) else {
                 continue;
             };
-            if is_function && die.name.as_deref() == Some(implementation) {
+            if is_function && die.name.as_deref() == Some(IMPLEMENTATION_NAME) {
                 let mut uses: Vec<TypeUse> = self
                     .dies
                     .children(die, DW_TAG_formal_parameter)

@@ -20,10 +20,11 @@ mod dwarf;
 mod source;
 
 use crate::diff::demangle;
-use crate::plan::{is_slot_implementation, PatchPlan, IMPLEMENTATION_SUFFIX};
+use crate::plan::PatchPlan;
 use crate::symbols::{SymbolIndex, SymbolKind};
 use compare::{differences, Layout};
 use dwarf::{read_object, ObjectTypes, SourceFile, TypeInfo, TypeUse};
+use hotreload_abi::slot::{is_slot_implementation, IMPLEMENTATION_SUFFIX};
 use linker_shim::{Context, Result, Revision};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -212,7 +213,7 @@ fn entry_points<'a>(
     for implementation in plan
         .relinked
         .iter()
-        .filter(|name| is_slot_implementation(name))
+        .filter(|name| is_slot_implementation(&demangle(name)))
     {
         let demangled = demangle(implementation);
         // Old callers reach it if the running build has a slot at the same path. (Its symbol

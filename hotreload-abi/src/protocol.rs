@@ -1,6 +1,7 @@
 //! Messages between the runtime's agent (in the app) and `hotpatch` (the patcher).
 //!
-//! Both sides use these types, so they cannot drift apart. The wire format is one JSON
+//! Both sides use these types (the runtime re-exports them as `hotreload::protocol`, the
+//! patcher as `patcher::protocol`), so they cannot drift apart. The wire format is one JSON
 //! object per line over the Unix socket named by [`SOCKET_ENV`]: easy to log and debug,
 //! and patches are rare and small compared to what JSON costs.
 
@@ -71,9 +72,7 @@ pub struct PatchImage {
 /// 64-bit FNV-1a of a patch file. Catches truncation and corruption (not tampering: that is
 /// what the file's owner and mode checks are for). Both sides call this one function.
 pub fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    crate::hash::fnv1a(bytes)
 }
 
 /// Sent by the patcher.
