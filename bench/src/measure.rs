@@ -9,7 +9,7 @@ use super::realtime_ns;
 use super::rebuild::CargoBuild;
 use linker_shim::{Error, Result};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use testkit::session::{field, Event, Launch, Session};
 
@@ -147,21 +147,18 @@ fn wait_for_version(live: &mut Session, version: u32) -> Result<(Event, String)>
 
 /// hotpatch's timings and the image size from a `patch-applied` event.
 fn patch_sample(event: &Event) -> Result<Sample> {
-    let ms = |key: &str| {
-        event["ms"][key]
-            .as_f64()
-            .ok_or_else(|| Error::new(format!("no `ms.{key}` in {event}")))
+    let Event::PatchApplied { ms, image, .. } = event else {
+        return Err(Error::new(format!("not a patch-applied event: {event:?}")));
     };
-    let image_bytes = match event["image"].as_str() {
-        Some(path) => std::fs::metadata(Path::new(path)).map_or(0, |m| m.len()),
-        None => 0,
-    };
+    let image_bytes = image
+        .as_ref()
+        .map_or(0, |path| std::fs::metadata(path).map_or(0, |m| m.len()));
     Ok(Sample {
-        hotpatch_total: ms("total")?,
-        rustc: ms("rustc")?,
-        diff: ms("diff")?,
-        link: ms("link")?,
-        load: ms("load")?,
+        hotpatch_total: ms.total,
+        rustc: ms.rustc,
+        diff: ms.diff,
+        link: ms.link,
+        load: ms.load,
         image_bytes,
         ..Sample::default()
     })

@@ -4,17 +4,14 @@
 //! and the other way round, so "the patch was applied" and "the new code printed" can be
 //! waited for one after the other, in either order of arrival.
 
+pub use hotreload_abi::events::Event;
 use linker_shim::{Context, Error, Result};
-use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
-
-/// One of hotpatch's events: a JSON object whose `"event"` names it.
-pub type Event = Value;
 
 /// Events that end a wait for another event: the session won't produce what was asked for.
 const FAILURES: [&str; 4] = ["compile-error", "patch-refused", "app-exited", "warning"];
@@ -28,18 +25,19 @@ pub enum Report {
 }
 
 impl Report {
-    /// The one place hotpatch's stderr is parsed.
+    /// The one place hotpatch's stderr is parsed: a line that is not an [`Event`] (not JSON,
+    /// or JSON of another shape) stays text, so a failing wait still shows it.
     fn parse(line: String) -> Report {
-        match serde_json::from_str::<Value>(&line) {
-            Ok(event) if event.is_object() => Report::Event(event),
-            _ => Report::Text(line),
+        match serde_json::from_str::<Event>(&line) {
+            Ok(event) => Report::Event(event),
+            Err(_) => Report::Text(line),
         }
     }
 
-    /// The event's name, if this is an event.
-    fn event_name(&self) -> Option<&str> {
+    /// The event's name (its `"event"` tag, e.g. `patch-applied`), if this is an event.
+    fn event_name(&self) -> Option<String> {
         match self {
-            Report::Event(event) => event["event"].as_str(),
+            Report::Event(event) => event_name(event),
             Report::Text(_) => None,
         }
     }
@@ -126,10 +124,10 @@ impl Session {
     /// [`Session::pid`].
     pub fn wait_started(&mut self) -> Result<()> {
         let started = self.wait_event("app-started")?;
-        self.pid = started["pid"]
-            .as_u64()
-            .and_then(|pid| pid.try_into().ok())
-            .ok_or_else(|| Error::new(format!("no pid in {started}")))?;
+        let Event::AppStarted { pid } = started else {
+            return Err(Error::new(format!("not app-started: {started:?}")));
+        };
+        self.pid = pid;
         self.wait_event("watching")?;
         Ok(())
     }
@@ -138,7 +136,10 @@ impl Session {
     /// or `warning` it did not ask for.
     pub fn wait_event(&mut self, name: &str) -> Result<Event> {
         self.wait_event_where(name, |report| {
-            match report.event_name().filter(|kind| FAILURES.contains(kind)) {
+            match report
+                .event_name()
+                .filter(|kind| FAILURES.contains(&kind.as_str()))
+            {
                 Some(_) => Err(Error::new(format!("waiting for `{name}`, got {report:#?}"))),
                 None => Ok(()),
             }
@@ -161,7 +162,7 @@ impl Session {
             while let Some(report) = self.reports.pop_front() {
                 self.seen.push(report.clone());
                 match &report {
-                    Report::Event(event) if report.event_name() == Some(name) => {
+                    Report::Event(event) if report.event_name().as_deref() == Some(name) => {
                         return Ok(event.clone())
                     }
                     _ => passing(&report)?,
@@ -291,6 +292,13 @@ fn forward(
     });
 }
 
+/// `event`'s name as hotpatch spells it: the `"event"` tag its JSON line carries (serialised
+/// rather than matched, so the names live only in `hotreload_abi`).
+pub fn event_name(event: &Event) -> Option<String> {
+    let json = serde_json::to_value(event).ok()?;
+    json["event"].as_str().map(str::to_owned)
+}
+
 /// The value of `key=` in a `key=value key=value` line (what the fixture and bench programs
 /// print).
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
@@ -304,11 +312,17 @@ mod tests {
 
     #[test]
     fn stderr_lines_are_events_or_text() {
-        let event = Report::parse(r#"{"event":"patch-applied","generation":1}"#.into());
-        assert_eq!(event.event_name(), Some("patch-applied"));
-        let text = Report::parse("   Compiling demo v0.1.0".into());
-        assert!(matches!(text, Report::Text(ref line) if line.contains("Compiling")));
-        assert_eq!(text.event_name(), None);
+        let event = Report::parse(r#"{"event":"rolled-back","generation":1}"#.into());
+        assert!(matches!(
+            event,
+            Report::Event(Event::RolledBack { generation: 1 })
+        ));
+        assert_eq!(event.event_name().as_deref(), Some("rolled-back"));
+        for line in ["   Compiling demo v0.1.0", r#"{"event":"rolled-back"}"#] {
+            let text = Report::parse(line.into());
+            assert!(matches!(text, Report::Text(ref kept) if kept == line));
+            assert_eq!(text.event_name(), None);
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use testkit::fixture::FixtureCrate;
+use testkit::session::Event;
 use tests::live::{field, number, LiveSession};
 
 const PROGRAM: &str = include_str!("../fixtures/layout_refusal.rs");
@@ -22,7 +23,9 @@ fn a_grown_struct_is_refused_and_the_program_keeps_its_old_code() {
         .replace("ball.x += 1;", "ball.x += ball.z;");
     session.fixture.write_main(&grown);
     let refused = session.event("patch-refused");
-    let reason = refused["reason"].as_str().expect("a reason");
+    let Event::PatchRefused { reason, .. } = &refused else {
+        panic!("not patch-refused: {refused:?}")
+    };
     for expected in [
         "`live_layout::Ball` (src/main.rs:5) changed layout",
         "size 8 → 12",

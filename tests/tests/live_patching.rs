@@ -9,6 +9,7 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use testkit::fixture::FixtureCrate;
+use testkit::session::Event;
 use tests::live::{field, number, LiveSession};
 
 /// The program under test: two threads print a line every 20 ms through `#[hotreload]`
@@ -30,15 +31,20 @@ fn edited_body_runs_and_statics_keep_counting() {
     let before = session.line_where(on("main"));
     assert_eq!(field(&before, "word"), "alpha");
     let patch = session.edit("word=alpha", "word=beta");
-    assert_eq!(
-        patch["changed"],
-        serde_json::json!(["live_statics::frame::__hotreload_impl"])
-    );
-    for key in ["total", "rustc", "diff", "link", "load"] {
-        assert!(
-            patch["ms"][key].as_f64().is_some(),
-            "timing `{key}` in {patch}"
-        );
+    let Event::PatchApplied { changed, ms, .. } = &patch else {
+        panic!("not patch-applied: {patch:?}")
+    };
+    assert_eq!(changed, &["live_statics::frame::__hotreload_impl"]);
+    let timings = [
+        ("total", ms.total),
+        ("rustc", ms.rustc),
+        ("diff", ms.diff),
+        ("link", ms.link),
+        ("load", ms.load),
+    ];
+    for (key, value) in timings {
+        // What a JSON number can hold (NaN and infinities are written as null).
+        assert!(value.is_finite(), "timing `{key}` in {patch:?}");
     }
     let after = session.line_where(on("main"));
     assert_eq!(
@@ -81,7 +87,10 @@ fn unchanged_hotreload_caller_picks_up_a_changed_plain_function() {
         "fn shade() -> u32 {\n    1\n}",
         "fn shade() -> u32 {\n    2\n}",
     );
-    assert_eq!(patch["changed"], serde_json::json!(["live_callee::shade"]));
+    let Event::PatchApplied { changed, .. } = &patch else {
+        panic!("not patch-applied: {patch:?}")
+    };
+    assert_eq!(changed, &["live_callee::shade"]);
     assert_eq!(field(&session.line_where(on("main")), "shade"), "2");
     assert_eq!(field(&session.line_where(on("worker")), "shade"), "2");
 }
@@ -95,8 +104,13 @@ fn new_helper_closure_and_string_literal() {
         "fn shade() -> u32 {\n    brand_new(3)\n}\n\nfn brand_new(x: u32) -> u32 {\n    let scale = |v: u32| v * 10 + x;\n    scale(x) + \"fresh text\".len() as u32\n}",
     );
     let patch = session.event("patch-applied");
-    let added = patch["added"].to_string();
-    assert!(added.contains("brand_new"), "{patch}");
+    let Event::PatchApplied { added, .. } = &patch else {
+        panic!("not patch-applied: {patch:?}")
+    };
+    assert!(
+        added.iter().any(|name| name.contains("brand_new")),
+        "{patch:?}"
+    );
     session.drain_lines();
     // 3 * 10 + 3 + len("fresh text") = 43
     assert_eq!(field(&session.line_where(on("main")), "shade"), "43");
@@ -121,13 +135,13 @@ fn ten_edits_in_a_row_each_cumulative_against_the_base() {
     }
     let images: Vec<_> = session
         .events_seen()
-        .filter(|e| e["event"] == "patch-applied")
+        .filter(|e| matches!(e, Event::PatchApplied { .. }))
         .collect();
     assert_eq!(images.len(), 10);
     assert!(
         images
             .iter()
-            .all(|e| e["changed"] == serde_json::json!(["live_ten::frame::__hotreload_impl"])),
+            .all(|e| matches!(e, Event::PatchApplied { changed, .. } if changed == &["live_ten::frame::__hotreload_impl"])),
         "each patch is against the base: one changed function, never a chain"
     );
 }
@@ -157,9 +171,13 @@ fn panic_in_patched_code_is_caught_by_the_original_caller() {
 fn one_image_serves_two_running_instances() {
     let mut session = start("live-shared");
     let patch = session.edit("word=alpha", "word=shared");
-    let image_path = patch["image"]
-        .as_str()
+    let Event::PatchApplied { image, .. } = &patch else {
+        panic!("not patch-applied: {patch:?}")
+    };
+    let image_path = image
+        .as_ref()
         .expect("the patch has an image")
+        .display()
         .to_string();
     let exe = session
         .fixture

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use testkit::fixture::FixtureCrate;
+use testkit::session::Event;
 use tests::live::{number, LiveSession};
 
 const PROGRAM: &str = include_str!("../fixtures/stress.rs");
@@ -63,7 +64,7 @@ fn two_hundred_alternating_patches_under_eight_busy_threads() {
     );
     let images = session
         .events_seen()
-        .filter(|e| e["event"] == "patch-applied" && !e["image"].is_null())
+        .filter(|e| matches!(e, Event::PatchApplied { image: Some(_), .. }))
         .count();
     assert_eq!(
         images, 1,
