@@ -10,7 +10,6 @@
 //! - [`Store`] (from `linker-shim`) lists, loads, pins and prunes revisions.
 pub use hotreload_abi::protocol;
 
-pub mod bench;
 pub mod capture;
 pub mod commands;
 pub mod output;

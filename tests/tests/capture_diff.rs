@@ -5,33 +5,10 @@ use patcher::{BuildOutcome, CargoArgs, ChangeStatus, SymbolDiff, TargetSelection
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use tests::fixture::{hotpatch_exe, FixtureCrate};
+use testkit::fixture::FixtureCrate;
+use tests::hotpatch_exe;
 
-const PROGRAM: &str = r#"use std::sync::atomic::{AtomicU32, Ordering};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-static mut TABLE: [u8; 4] = [1, 2, 3, 4];
-
-mod shapes {
-    pub fn scale(x: u32) -> u32 {
-        x * 3
-    }
-
-    pub fn compute(values: &[u32]) -> u32 {
-        values.iter().map(|&v| scale(v)).sum()
-    }
-}
-
-fn greet(name: &str) -> String {
-    format!("hello {name}")
-}
-
-fn main() {
-    COUNTER.fetch_add(1, Ordering::Relaxed);
-    let table = unsafe { TABLE[1] };
-    println!("{} {} {} {}", greet("fixture"), shapes::compute(&[1, 2, 3]), table, COUNTER.load(Ordering::Relaxed));
-}
-"#;
+const PROGRAM: &str = include_str!("../fixtures/capture_diff.rs");
 
 fn fixture(name: &str) -> FixtureCrate {
     FixtureCrate::create(Path::new(env!("CARGO_TARGET_TMPDIR")), name, PROGRAM)
@@ -377,7 +354,7 @@ fn a_link_error_through_the_shim_is_the_same_error() {
     let fixture = FixtureCrate::create(
         Path::new(env!("CARGO_TARGET_TMPDIR")),
         "fx-link-error",
-        "extern \"C\" {\n    fn hotpatch_fixture_missing_symbol();\n}\n\nfn main() {\n    unsafe { hotpatch_fixture_missing_symbol() }\n}\n",
+        include_str!("../fixtures/missing_symbol.rs"),
     );
     let plain = fixture.plain_cargo_build();
     let through_shim = Command::new(hotpatch_exe())

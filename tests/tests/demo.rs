@@ -3,7 +3,8 @@
 //! of `demo-app`, so the repository's sources are never touched.
 
 use std::path::Path;
-use tests::fixture::{hotreload_dependency, FixtureCrate};
+use testkit::fixture::{hotreload_dependency, FixtureCrate};
+use testkit::session::Event;
 use tests::live::{field, number, LiveSession};
 
 const README_LINE: &str = "(255, 80, 0) // <- try changing this";
@@ -34,9 +35,12 @@ fn editing_the_readme_line_recolours_the_running_demo() {
     assert_eq!(field(&before, "generation"), "0");
 
     let patch = session.edit_file("src/colour.rs", "(255, 80, 0)", "(0, 160, 255)");
+    let Event::PatchApplied { changed, .. } = &patch else {
+        panic!("not patch-applied: {patch:?}")
+    };
     assert_eq!(
-        patch["changed"],
-        serde_json::json!(["demo_copy::colour::ball_colour::__hotreload_impl"])
+        changed,
+        &["demo_copy::colour::ball_colour::__hotreload_impl"]
     );
 
     let after = session.line_where(|l| l.starts_with("frame=") && field(l, "generation") == "1");

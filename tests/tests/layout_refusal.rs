@@ -3,36 +3,11 @@
 //! running its old code on its old data, and the next compatible edit patches normally.
 
 use std::path::Path;
-use tests::fixture::FixtureCrate;
+use testkit::fixture::FixtureCrate;
+use testkit::session::Event;
 use tests::live::{field, number, LiveSession};
 
-const PROGRAM: &str = r#"use hotreload::hotreload;
-use std::io::Write;
-use std::time::Duration;
-
-pub struct Ball {
-    pub x: u32,
-    pub y: u32,
-}
-
-#[hotreload]
-fn step(ball: &mut Ball) -> String {
-    ball.x += 1;
-    format!("x={} y={} word=alpha", ball.x, ball.y)
-}
-
-fn main() {
-    let mut ball = Ball { x: 0, y: 7 };
-    loop {
-        let line = step(&mut ball);
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-        drop(out);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-"#;
+const PROGRAM: &str = include_str!("../fixtures/layout_refusal.rs");
 
 #[test]
 fn a_grown_struct_is_refused_and_the_program_keeps_its_old_code() {
@@ -48,7 +23,9 @@ fn a_grown_struct_is_refused_and_the_program_keeps_its_old_code() {
         .replace("ball.x += 1;", "ball.x += ball.z;");
     session.fixture.write_main(&grown);
     let refused = session.event("patch-refused");
-    let reason = refused["reason"].as_str().expect("a reason");
+    let Event::PatchRefused { reason, .. } = &refused else {
+        panic!("not patch-refused: {refused:?}")
+    };
     for expected in [
         "`live_layout::Ball` (src/main.rs:5) changed layout",
         "size 8 → 12",

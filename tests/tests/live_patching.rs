@@ -8,78 +8,13 @@ use std::io::BufReader;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use tests::fixture::FixtureCrate;
+use testkit::fixture::FixtureCrate;
+use testkit::session::Event;
 use tests::live::{field, number, LiveSession};
 
 /// The program under test: two threads print a line every 20 ms through `#[hotreload]`
 /// functions, with a public static, a module-private static and a thread-local counter.
-const PROGRAM: &str = r#"use hotreload::hotreload;
-use std::cell::Cell;
-use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-pub static FRAMES: AtomicU64 = AtomicU64::new(0);
-
-mod counter {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PRIVATE: AtomicU64 = AtomicU64::new(0);
-    pub fn next() -> u64 {
-        PRIVATE.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
-
-thread_local! {
-    static PER_THREAD: Cell<u64> = const { Cell::new(0) };
-}
-
-fn tick() -> u64 {
-    PER_THREAD.with(|count| {
-        count.set(count.get() + 1);
-        count.get()
-    })
-}
-
-fn shade() -> u32 {
-    1
-}
-
-#[hotreload]
-fn frame(thread: &str) -> String {
-    let frames = FRAMES.fetch_add(1, Ordering::Relaxed) + 1;
-    format!(
-        "thread={thread} frames={frames} private={} tls={} shade={} word=alpha",
-        counter::next(),
-        tick(),
-        shade()
-    )
-}
-
-#[hotreload]
-fn risky(n: u64) -> u64 {
-    n + 1
-}
-
-fn print(line: String) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-fn main() {
-    std::thread::spawn(|| loop {
-        print(frame("worker"));
-        std::thread::sleep(Duration::from_millis(20));
-    });
-    std::panic::set_hook(Box::new(|_| {}));
-    loop {
-        print(frame("main"));
-        let outcome = std::panic::catch_unwind(|| risky(7));
-        print(format!("risky={}", outcome.map_or("panicked".to_string(), |v| v.to_string())));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-"#;
+const PROGRAM: &str = include_str!("../fixtures/live_patching.rs");
 
 fn start(name: &str) -> LiveSession {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -96,15 +31,20 @@ fn edited_body_runs_and_statics_keep_counting() {
     let before = session.line_where(on("main"));
     assert_eq!(field(&before, "word"), "alpha");
     let patch = session.edit("word=alpha", "word=beta");
-    assert_eq!(
-        patch["changed"],
-        serde_json::json!(["live_statics::frame::__hotreload_impl"])
-    );
-    for key in ["total", "rustc", "diff", "link", "load"] {
-        assert!(
-            patch["ms"][key].as_f64().is_some(),
-            "timing `{key}` in {patch}"
-        );
+    let Event::PatchApplied { changed, ms, .. } = &patch else {
+        panic!("not patch-applied: {patch:?}")
+    };
+    assert_eq!(changed, &["live_statics::frame::__hotreload_impl"]);
+    let timings = [
+        ("total", ms.total),
+        ("rustc", ms.rustc),
+        ("diff", ms.diff),
+        ("link", ms.link),
+        ("load", ms.load),
+    ];
+    for (key, value) in timings {
+        // What a JSON number can hold (NaN and infinities are written as null).
+        assert!(value.is_finite(), "timing `{key}` in {patch:?}");
     }
     let after = session.line_where(on("main"));
     assert_eq!(
@@ -147,7 +87,10 @@ fn unchanged_hotreload_caller_picks_up_a_changed_plain_function() {
         "fn shade() -> u32 {\n    1\n}",
         "fn shade() -> u32 {\n    2\n}",
     );
-    assert_eq!(patch["changed"], serde_json::json!(["live_callee::shade"]));
+    let Event::PatchApplied { changed, .. } = &patch else {
+        panic!("not patch-applied: {patch:?}")
+    };
+    assert_eq!(changed, &["live_callee::shade"]);
     assert_eq!(field(&session.line_where(on("main")), "shade"), "2");
     assert_eq!(field(&session.line_where(on("worker")), "shade"), "2");
 }
@@ -161,8 +104,13 @@ fn new_helper_closure_and_string_literal() {
         "fn shade() -> u32 {\n    brand_new(3)\n}\n\nfn brand_new(x: u32) -> u32 {\n    let scale = |v: u32| v * 10 + x;\n    scale(x) + \"fresh text\".len() as u32\n}",
     );
     let patch = session.event("patch-applied");
-    let added = patch["added"].to_string();
-    assert!(added.contains("brand_new"), "{patch}");
+    let Event::PatchApplied { added, .. } = &patch else {
+        panic!("not patch-applied: {patch:?}")
+    };
+    assert!(
+        added.iter().any(|name| name.contains("brand_new")),
+        "{patch:?}"
+    );
     session.drain_lines();
     // 3 * 10 + 3 + len("fresh text") = 43
     assert_eq!(field(&session.line_where(on("main")), "shade"), "43");
@@ -186,15 +134,14 @@ fn ten_edits_in_a_row_each_cumulative_against_the_base() {
         word = next;
     }
     let images: Vec<_> = session
-        .seen
-        .iter()
-        .filter(|e| e["event"] == "patch-applied")
+        .events_seen()
+        .filter(|e| matches!(e, Event::PatchApplied { .. }))
         .collect();
     assert_eq!(images.len(), 10);
     assert!(
         images
             .iter()
-            .all(|e| e["changed"] == serde_json::json!(["live_ten::frame::__hotreload_impl"])),
+            .all(|e| matches!(e, Event::PatchApplied { changed, .. } if changed == &["live_ten::frame::__hotreload_impl"])),
         "each patch is against the base: one changed function, never a chain"
     );
 }
@@ -224,9 +171,13 @@ fn panic_in_patched_code_is_caught_by_the_original_caller() {
 fn one_image_serves_two_running_instances() {
     let mut session = start("live-shared");
     let patch = session.edit("word=alpha", "word=shared");
-    let image_path = patch["image"]
-        .as_str()
+    let Event::PatchApplied { image, .. } = &patch else {
+        panic!("not patch-applied: {patch:?}")
+    };
+    let image_path = image
+        .as_ref()
         .expect("the patch has an image")
+        .display()
         .to_string();
     let exe = session
         .fixture

@@ -5,42 +5,10 @@
 use hotreload_abi::events::{Event, RefusalKind};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use tests::fixture::FixtureCrate;
+use testkit::fixture::FixtureCrate;
 use tests::live::{field, LiveSession};
 
-const PROGRAM: &str = r#"use hotreload::hotreload;
-use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-pub static FRAMES: AtomicU64 = AtomicU64::new(0);
-
-#[hotreload]
-fn frame() -> String {
-    let frames = FRAMES.fetch_add(1, Ordering::Relaxed) + 1;
-    format!("frames={frames} word=alpha")
-}
-
-#[hotreload]
-fn risky(n: u64) -> u64 {
-    n + 1
-}
-
-fn print(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-fn main() {
-    print("hello=one");
-    loop {
-        print(&frame());
-        print(&format!("risky={}", risky(7)));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-"#;
+const PROGRAM: &str = include_str!("../fixtures/recovery.rs");
 
 fn start(name: &str) -> LiveSession {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -63,18 +31,18 @@ struct Expected {
 fn refused(session: &mut LiveSession, from: &str, to: &str, expected: Expected) {
     session.fixture.replace(from, to);
     let refusal = session.event_skipping("patch-refused");
-    let Ok(Event::PatchRefused {
+    let Event::PatchRefused {
         kind,
         items,
         reason: why,
-    }) = serde_json::from_value::<Event>(refusal.clone())
+    } = &refusal
     else {
-        panic!("not a patch-refused event: {refusal}");
+        panic!("not a patch-refused event: {refusal:?}");
     };
-    assert_eq!(kind, expected.kind, "{refusal}");
+    assert_eq!(*kind, expected.kind, "{refusal:?}");
     assert!(
         items.iter().any(|item| item.contains(expected.item)),
-        "expected `{}` in the items: {refusal}",
+        "expected `{}` in the items: {refusal:?}",
         expected.item
     );
     let reason = expected.reason;
@@ -91,6 +59,22 @@ fn refused(session: &mut LiveSession, from: &str, to: &str, expected: Expected) 
     );
     session.fixture.replace(to, from);
     session.event_skipping("no-change");
+}
+
+/// The `message` of a `warning` event.
+fn message_of(warning: &Event) -> &str {
+    match warning {
+        Event::Warning { message } => message,
+        other => panic!("not a warning: {other:?}"),
+    }
+}
+
+/// The `signal` of an `app-exited` event.
+fn signal_of(exited: &Event) -> Option<i32> {
+    match exited {
+        Event::AppExited { signal, .. } => *signal,
+        other => panic!("not app-exited: {other:?}"),
+    }
 }
 
 #[test]
@@ -147,13 +131,10 @@ fn compile_errors_keep_the_old_code_and_the_next_good_save_patches() {
     let mut session = start("recovery-compile");
     session.fixture.replace("word=alpha\")", "word=alpha\") +");
     let error = session.event_skipping("compile-error");
-    assert!(
-        error["rendered"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("error"),
-        "{error}"
-    );
+    let Event::CompileError { rendered } = &error else {
+        panic!("not compile-error: {error:?}")
+    };
+    assert!(rendered.contains("error"), "{error:?}");
     session.drain_lines();
     assert_eq!(word(&mut session), "alpha");
     session.fixture.replace("word=alpha\") +", "word=fixed\")");
@@ -177,11 +158,8 @@ fn undo_points_the_slots_back_one_patch_at_a_time() {
     session.signal_hotpatch(libc::SIGUSR2);
     let warning = session.event_skipping("warning");
     assert!(
-        warning["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("nothing to undo"),
-        "{warning}"
+        message_of(&warning).contains("nothing to undo"),
+        "{warning:?}"
     );
     // Editing after an undo patches against the running build as usual.
     session.edit("word=gamma", "word=delta");
@@ -218,19 +196,9 @@ fn a_crash_is_reported_and_a_restart_brings_the_program_back() {
         "    if n == 7 {\n        std::process::abort();\n    }\n    n + 1\n",
     );
     let exited = session.event_skipping("app-exited");
-    assert_eq!(
-        exited["signal"],
-        serde_json::json!(libc::SIGABRT),
-        "{exited}"
-    );
+    assert_eq!(signal_of(&exited), Some(libc::SIGABRT), "{exited:?}");
     let warning = session.event("warning");
-    assert!(
-        warning["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("restart"),
-        "{warning}"
-    );
+    assert!(message_of(&warning).contains("restart"), "{warning:?}");
     session
         .fixture
         .replace("        std::process::abort();\n", "        return 100;\n");
@@ -246,12 +214,8 @@ fn quitting_stops_the_program_and_hotpatch() {
     let pid = session.pid;
     session.signal_hotpatch(libc::SIGTERM);
     let exited = session.event_skipping("app-exited");
-    assert_eq!(
-        exited["signal"],
-        serde_json::json!(libc::SIGTERM),
-        "{exited}"
-    );
-    assert_eq!(session.hotpatch_exit_code(), Some(128 + libc::SIGTERM));
+    assert_eq!(signal_of(&exited), Some(libc::SIGTERM), "{exited:?}");
+    assert_eq!(session.wait_hotpatch_exit(), Some(128 + libc::SIGTERM));
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
 }
 
@@ -259,7 +223,7 @@ fn quitting_stops_the_program_and_hotpatch() {
 fn killing_hotpatch_leaves_the_program_running() {
     let mut session = start("recovery-orphan");
     session.signal_hotpatch(libc::SIGKILL);
-    session.hotpatch_exit_code();
+    session.wait_hotpatch_exit();
     session.drain_lines();
     for _ in 0..5 {
         assert_eq!(

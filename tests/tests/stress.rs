@@ -4,82 +4,11 @@
 //! reuses its mapped image). In safe-point mode no slot moves between two safe points.
 
 use std::path::Path;
-use tests::fixture::FixtureCrate;
+use testkit::fixture::FixtureCrate;
+use testkit::session::Event;
 use tests::live::{number, LiveSession};
 
-const PROGRAM: &str = r#"use hotreload::hotreload;
-use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-static OLD: AtomicU64 = AtomicU64::new(0);
-static NEW: AtomicU64 = AtomicU64::new(0);
-static BAD: AtomicU64 = AtomicU64::new(0);
-static MOVED_BETWEEN_SAFE_POINTS: AtomicU64 = AtomicU64::new(0);
-
-#[hotreload]
-fn scale(x: u64) -> u64 {
-    x * 2
-}
-
-#[hotreload]
-fn offset(x: u64) -> u64 {
-    scale(x) + 1
-}
-
-fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn slot_targets() -> Vec<usize> {
-    hotreload::slots().iter().map(|s| s.slot.current() as usize).collect()
-}
-
-fn main() {
-    let safe_points = std::env::args().any(|a| a == "--safe-points");
-    if safe_points {
-        hotreload::set_mode(hotreload::Mode::SafePoint);
-    }
-    for thread in 0..8u64 {
-        std::thread::spawn(move || {
-            let mut x = thread;
-            loop {
-                x = x.wrapping_add(1) % 1_000_000;
-                match offset(x) {
-                    r if r == x * 2 + 1 => OLD.fetch_add(1, Ordering::Relaxed),
-                    r if r == x * 3 + 1 => NEW.fetch_add(1, Ordering::Relaxed),
-                    _ => BAD.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        });
-    }
-    loop {
-        hotreload::safe_point();
-        let before = slot_targets();
-        std::thread::sleep(Duration::from_millis(10));
-        if safe_points && slot_targets() != before {
-            MOVED_BETWEEN_SAFE_POINTS.fetch_add(1, Ordering::Relaxed);
-        }
-        let line = format!(
-            "generation={} old={} new={} bad={} moved={} rss_kb={}",
-            hotreload::generation(),
-            OLD.load(Ordering::Relaxed),
-            NEW.load(Ordering::Relaxed),
-            BAD.load(Ordering::Relaxed),
-            MOVED_BETWEEN_SAFE_POINTS.load(Ordering::Relaxed),
-            rss_kb()
-        );
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    }
-}
-"#;
+const PROGRAM: &str = include_str!("../fixtures/stress.rs");
 
 fn start(name: &str, args: &[&str]) -> LiveSession {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -134,9 +63,8 @@ fn two_hundred_alternating_patches_under_eight_busy_threads() {
         "both versions ran: {last}"
     );
     let images = session
-        .seen
-        .iter()
-        .filter(|e| e["event"] == "patch-applied" && !e["image"].is_null())
+        .events_seen()
+        .filter(|e| matches!(e, Event::PatchApplied { image: Some(_), .. }))
         .count();
     assert_eq!(
         images, 1,

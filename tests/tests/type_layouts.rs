@@ -8,91 +8,10 @@ use patcher::{BuildOutcome, CargoArgs, SymbolDiff, SymbolIndex, TargetSelection}
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
-use tests::fixture::{hotpatch_exe, FixtureCrate};
+use testkit::fixture::FixtureCrate;
+use tests::hotpatch_exe;
 
-const PROGRAM: &str = r#"use hotreload::hotreload;
-use std::sync::Mutex;
-
-#[derive(Default)]
-pub struct Ball {
-    pub x: f32,
-    pub y: f32,
-}
-
-pub struct Coin {
-    pub value: u32,
-}
-
-pub struct World {
-    pub balls: Vec<Ball>,
-    pub coins: Vec<Coin>,
-}
-
-pub enum Mood {
-    Calm,
-    Angry(u32),
-    Asleep,
-}
-
-pub struct Stats {
-    pub frames: u64,
-    pub best: u32,
-}
-
-/// A static's symbol name covers the fields of the types its type names, so a change of
-/// `Stats` inside `Tally` keeps the name `TALLY` (and its size): only DWARF tells.
-pub struct Tally {
-    pub stats: Stats,
-}
-
-static TALLY: Mutex<Tally> = Mutex::new(Tally {
-    stats: Stats { frames: 0, best: 0 },
-});
-
-#[hotreload]
-fn step(ball: &mut Ball, dt: f32) {
-    ball.x += dt;
-}
-
-#[hotreload]
-fn count(world: &World) -> usize {
-    world.balls.len()
-}
-
-#[hotreload]
-fn describe(mood: &Mood) -> u32 {
-    match mood {
-        Mood::Calm => 0,
-        Mood::Angry(n) => *n,
-        Mood::Asleep => 2,
-    }
-}
-
-#[hotreload]
-fn record() -> u64 {
-    let stats = &mut TALLY.lock().unwrap().stats;
-    stats.frames += 1;
-    stats.frames
-}
-
-#[hotreload]
-fn scratch(n: u32) -> u32 {
-    struct Scratch {
-        a: u32,
-        b: u32,
-    }
-    let scratch = Scratch { a: n, b: n * 2 };
-    std::hint::black_box(&scratch).a + scratch.b
-}
-
-fn main() {
-    let mut ball = Ball::default();
-    step(&mut ball, 0.5);
-    let world = World { balls: vec![Ball::default()], coins: Vec::new() };
-    let mood = Mood::Angry(std::env::args().count() as u32);
-    println!("{} {} {} {} {}", ball.x, count(&world), describe(&mood), record(), scratch(3));
-}
-"#;
+const PROGRAM: &str = include_str!("../fixtures/type_layouts.rs");
 
 /// One build or recompile at a time: concurrent ones in one process can lose a revision to
 /// each other's store pruning ("revision … is not in the store"); they share cargo's lock anyway.

@@ -4,14 +4,14 @@
 
 use super::floor::CompilerFloor;
 use super::generator::GeneratedProgram;
-use super::live::{event_named, field, line_starting, resident_kib, timestamp_ns, LiveRun, Output};
+use super::readings::{resident_kib, timestamp_ns};
 use super::realtime_ns;
 use super::rebuild::CargoBuild;
 use linker_shim::{Error, Result};
 use serde::Serialize;
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
+use testkit::session::{field, Event, Launch, Session};
 
 /// The first `hotpatch run` of a program builds it (and, for the first program, the
 /// runtime's dependencies) from scratch.
@@ -82,19 +82,22 @@ pub fn measure(
     progress("plain cargo build (untimed: the usual loop then starts from a warm cache)");
     cargo_build.run()?;
     progress("hotpatch run: build, start, watch");
-    let mut live = LiveRun::start(
-        &setup.hotpatch_exe,
-        &setup.manifest_path,
-        &program.package,
-        &setup.target_dir,
-        BUILD_PATIENCE,
-    )?;
+    let mut live = Session::start(&Launch {
+        hotpatch_exe: &setup.hotpatch_exe,
+        manifest_path: &setup.manifest_path,
+        package: Some(&program.package),
+        target_dir: &setup.target_dir,
+        program_args: &[],
+        patience: BUILD_PATIENCE,
+    })?;
+    live.wait_line(|line| line.starts_with("first-frame "))?;
+    live.patience = PATCH_PATIENCE;
     let floor = CompilerFloor::prepare(
         &setup.target_dir,
         &program.package.replace('-', "_"),
         &setup.scratch.join("floor").join(&program.package),
     )?;
-    let program_before = resident_kib(live.program_pid)?.0;
+    let program_before = resident_kib(live.pid)?.0;
     let mut samples = Vec::new();
     for version in 1..=repeats {
         let written_at = realtime_ns();
@@ -114,12 +117,12 @@ pub fn measure(
         ));
         samples.push(sample);
     }
-    let (hotpatch_rss, hotpatch_peak) = resident_kib(live.hotpatch_pid)?;
+    let (hotpatch_rss, hotpatch_peak) = resident_kib(live.hotpatch_pid())?;
     let memory = Memory {
         hotpatch_rss,
         hotpatch_peak,
         program_before_first_patch: program_before,
-        program_after_last_patch: resident_kib(live.program_pid)?.0,
+        program_after_last_patch: resident_kib(live.pid)?.0,
     };
     live.stop()?;
     Ok(ProgramMeasurement {
@@ -133,39 +136,29 @@ pub fn measure(
 
 /// Waits for both the `patch-applied` event and the program's `first-call version=<version>`
 /// line, whichever comes first.
-fn wait_for_version(live: &mut LiveRun, version: u32) -> Result<(Value, String)> {
+fn wait_for_version(live: &mut Session, version: u32) -> Result<(Event, String)> {
     let version = version.to_string();
-    let (mut patch, mut first_call) = (None, None);
-    live.wait_for(Instant::now() + PATCH_PATIENCE, |output: &Output| {
-        if let Some(event) = event_named(output, "patch-applied") {
-            patch = Some(event);
-        }
-        if let Some(line) = line_starting(output, "first-call ") {
-            if field(&line, "version") == Some(version.as_str()) {
-                first_call = Some(line);
-            }
-        }
-        patch.clone().zip(first_call.clone())
-    })
+    let patch = live.wait_event("patch-applied")?;
+    let first_call = live.wait_line(|line| {
+        line.starts_with("first-call ") && field(line, "version") == Some(version.as_str())
+    })?;
+    Ok((patch, first_call))
 }
 
 /// hotpatch's timings and the image size from a `patch-applied` event.
-fn patch_sample(event: &Value) -> Result<Sample> {
-    let ms = |key: &str| {
-        event["ms"][key]
-            .as_f64()
-            .ok_or_else(|| Error::new(format!("no `ms.{key}` in {event}")))
+fn patch_sample(event: &Event) -> Result<Sample> {
+    let Event::PatchApplied { ms, image, .. } = event else {
+        return Err(Error::new(format!("not a patch-applied event: {event:?}")));
     };
-    let image_bytes = match event["image"].as_str() {
-        Some(path) => std::fs::metadata(Path::new(path)).map_or(0, |m| m.len()),
-        None => 0,
-    };
+    let image_bytes = image
+        .as_ref()
+        .map_or(0, |path| std::fs::metadata(path).map_or(0, |m| m.len()));
     Ok(Sample {
-        hotpatch_total: ms("total")?,
-        rustc: ms("rustc")?,
-        diff: ms("diff")?,
-        link: ms("link")?,
-        load: ms("load")?,
+        hotpatch_total: ms.total,
+        rustc: ms.rustc,
+        diff: ms.diff,
+        link: ms.link,
+        load: ms.load,
         image_bytes,
         ..Sample::default()
     })

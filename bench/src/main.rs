@@ -3,27 +3,51 @@
 //! sizes; hotpatch's own cost per step, memory, and the `#[hotreload]` call overhead.
 //!
 //! - [`generator`] writes the programs (one scratch cargo workspace);
-//! - [`measure`] drives a real `hotpatch run` over each ([`live`]), and after every patch times
+//! - [`measure`] drives a real `hotpatch run` over each (`testkit`'s session; [`readings`] of
+//!   the programs' timestamps and memory), and after every patch times
 //!   the compiler floor ([`floor`]) and `cargo build` + restart ([`rebuild`]) on the same edit;
 //! - [`call_overhead`] times a slot call against a direct call;
 //! - [`report`] turns samples into medians, ratios, target checks and tables.
 
-pub mod call_overhead;
-pub mod floor;
-pub mod generator;
-pub mod live;
-pub mod measure;
-pub mod rebuild;
-pub mod report;
+mod call_overhead;
+mod floor;
+mod generator;
+mod measure;
+mod readings;
+mod rebuild;
+mod report;
 
+use clap::Parser;
 use generator::{ProgramSpec, CALL_OVERHEAD_PACKAGE};
 use linker_shim::{Context, Error, Result};
 use measure::Setup;
 use rebuild::CargoBuild;
 use report::Report;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::{SystemTime, UNIX_EPOCH};
+use testkit::checkout::{build_hotpatch, cargo, checkout_dir};
+
+fn main() -> ExitCode {
+    let args = BenchArgs::parse();
+    match run(&args) {
+        Ok(report) if args.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("reports serialise")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("hotpatch-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Options of `hotpatch-bench`.
 #[derive(clap::Parser, Debug)]
@@ -45,41 +69,41 @@ use std::time::{SystemTime, UNIX_EPOCH};
         The first run builds the runtime's dependencies and every program twice (through hotpatch and plainly): \
         about 6 minutes on two cores for the default sizes (7 min 39 s with the release build of the bench itself).",
     after_help = "Examples:\n  \
-        cargo run --release -p patcher --bin hotpatch-bench\n  \
-        cargo run --release -p patcher --bin hotpatch-bench -- --sizes 1k,10k --repeats 3\n  \
-        cargo run --release -p patcher --bin hotpatch-bench -- --json > bench.json"
+        cargo run --release -p hotpatch-bench\n  \
+        cargo run --release -p hotpatch-bench -- --sizes 1k,10k --repeats 3\n  \
+        cargo run --release -p hotpatch-bench -- --json > bench.json"
 )]
-pub struct BenchArgs {
+struct BenchArgs {
     /// Programs to measure: sizes of the binary crate (`1k`, `10k`, `50k`, any `<N>k`) and
     /// `crates` (1k lines plus three workspace-local library crates)
     #[arg(long, value_delimiter = ',', default_value = "1k,10k,50k,crates")]
-    pub sizes: Vec<ProgramSpec>,
+    sizes: Vec<ProgramSpec>,
 
     /// Edits per program; the tables show medians
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
-    pub repeats: u32,
+    repeats: u32,
 
     /// Print the report as one JSON object (medians, targets and every sample) on stdout;
     /// progress still goes to stderr
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 
     /// Scratch directory for the generated programs and their builds
     /// [default: <hotpatch checkout>/target/hotpatch-bench]
     #[arg(long, value_name = "DIR")]
-    pub scratch: Option<PathBuf>,
+    scratch: Option<PathBuf>,
 }
 
 /// Runs the whole bench; progress lines go to stderr.
-pub fn run(args: &BenchArgs) -> Result<Report> {
+fn run(args: &BenchArgs) -> Result<Report> {
     let checkout = checkout_dir();
     let scratch = args
         .scratch
         .clone()
         .unwrap_or_else(|| checkout.join("target/hotpatch-bench"));
-    let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
+    let cargo = cargo();
     eprintln!("hotpatch-bench: building hotpatch");
-    let hotpatch_exe = build_hotpatch(&cargo, &checkout)?;
+    let hotpatch_exe = build_hotpatch_like_this_bench()?;
     let workspace = generator::generate(
         &scratch.join("programs"),
         &args.sizes,
@@ -106,7 +130,7 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
         measurements.push(measure::measure(&setup, program, args.repeats, &progress)?);
     }
     Ok(Report::new(
-        describe_commit(&checkout),
+        describe_commit(checkout),
         args.repeats,
         measurements,
         call_overhead,
@@ -120,27 +144,9 @@ pub fn realtime_ns() -> u128 {
         .map_or(0, |since| since.as_nanos())
 }
 
-/// The hotpatch checkout this bench was compiled from.
-fn checkout_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("patcher/ is inside the checkout")
-        .to_path_buf()
-}
-
-/// `cargo build` arguments for the `hotpatch` binary; the artifact message names its path.
-const BUILD_HOTPATCH: [&str; 6] = [
-    "build",
-    "--message-format=json",
-    "-p",
-    "patcher",
-    "--bin",
-    "hotpatch",
-];
-
 /// Builds (or finds up to date) the `hotpatch` binary of the bench's own profile and target
 /// directory, so the bench measures the hotpatch it was built with.
-fn build_hotpatch(cargo: &Path, checkout: &Path) -> Result<PathBuf> {
+fn build_hotpatch_like_this_bench() -> Result<PathBuf> {
     let bench = std::env::current_exe().context(|| "could not locate hotpatch-bench".into())?;
     let profile_dir = bench
         .parent()
@@ -148,36 +154,10 @@ fn build_hotpatch(cargo: &Path, checkout: &Path) -> Result<PathBuf> {
     let target_dir = profile_dir
         .parent()
         .ok_or_else(|| Error::new("hotpatch-bench is not in a cargo target directory"))?;
-    let mut command = Command::new(cargo);
-    command
-        .args(BUILD_HOTPATCH)
-        .arg("--manifest-path")
-        .arg(checkout.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    if profile_dir
+    let release = profile_dir
         .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        command.arg("--release");
-    }
-    let output = command
-        .output()
-        .context(|| format!("could not run {}", cargo.display()))?;
-    if !output.status.success() {
-        return Err(Error::new(format!(
-            "building hotpatch failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|message| {
-            message["reason"] == "compiler-artifact" && message["target"]["name"] == "hotpatch"
-        })
-        .and_then(|artifact| artifact["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| Error::new("cargo reported no hotpatch executable"))
+        .is_some_and(|name| name == "release");
+    build_hotpatch(release, Some(target_dir))
 }
 
 /// `git describe --always --dirty`, or `unknown` outside a git checkout.

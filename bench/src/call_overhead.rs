@@ -5,12 +5,12 @@
 //! compiled out; it is built at opt-level 3 (the slot's load and indirect call are inlined
 //! into the caller, so the caller's optimisation is what is measured).
 
-use super::live::field;
 use super::rebuild::CargoBuild;
 use super::report::median;
 use linker_shim::{Context, Error, Result};
 use serde::Serialize;
 use std::process::Command;
+use testkit::session::field;
 
 /// Median nanoseconds per call, loop included in both.
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -39,7 +39,7 @@ impl CompilerFloor {
             .map(PathBuf::from)
             .ok_or_else(|| Error::new(format!("{crate_name} is not compiled incrementally")))?;
         copy_crate_caches(&recorded_cache, crate_name, &incremental)?;
-        let args = crate::pipeline::recompile::redirect_out_dir(
+        let args = patcher::pipeline::recompile::redirect_out_dir(
             invocation.compiler_args(Path::new("/bin/true")),
             &out_dir,
         );

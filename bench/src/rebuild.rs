@@ -1,7 +1,7 @@
 //! The usual loop, for comparison: `cargo build` after the edit, then start the new executable
 //! and wait for its first frame.
 
-use super::live::timestamp_ns;
+use super::readings::timestamp_ns;
 use super::realtime_ns;
 use linker_shim::{Context, Error, Result};
 use std::io::{BufRead, BufReader};

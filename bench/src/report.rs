@@ -260,7 +260,7 @@ fn lines(program: &ProgramSummary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::measure::Memory;
+    use crate::measure::Memory;
 
     #[test]
     fn median_of_odd_even_and_empty() {

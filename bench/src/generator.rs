@@ -9,6 +9,7 @@
 
 use linker_shim::{Context, Result};
 use std::path::{Path, PathBuf};
+use testkit::fixture::write_atomically;
 
 const MODULE: &str = include_str!("templates/module.rs.in");
 const MAIN: &str = include_str!("templates/main.rs.in");
@@ -82,7 +83,10 @@ impl GeneratedProgram {
 
     /// Writes the edit site at `version`: the one line that differs between versions.
     pub fn write_version(&self, version: u32) -> Result<()> {
-        write(&self.edit_site(), &edit_site_source(version))
+        // As an editor saves: the watcher never sees a half-written file.
+        let edit_site = self.edit_site();
+        write_atomically(&edit_site, &edit_site_source(version))
+            .context(|| format!("could not write {}", edit_site.display()))
     }
 }
 

@@ -1,0 +1,19 @@
+//! The fixture programs of `tests/fixtures/`, compiled as modules of this crate's unit tests
+//! (never run): so `cargo fmt` formats them and `cargo clippy` and `cargo test` check that they
+//! build. The tests copy their text (`include_str!`) into temporary crates of their own.
+
+#[path = "../fixtures/capture_diff.rs"]
+mod capture_diff;
+#[path = "../fixtures/layout_refusal.rs"]
+mod layout_refusal;
+#[path = "../fixtures/live_patching.rs"]
+mod live_patching;
+/// Never linked: its `main` (dead code here) calls a symbol nothing defines.
+#[path = "../fixtures/missing_symbol.rs"]
+mod missing_symbol;
+#[path = "../fixtures/recovery.rs"]
+mod recovery;
+#[path = "../fixtures/stress.rs"]
+mod stress;
+#[path = "../fixtures/type_layouts.rs"]
+mod type_layouts;
