@@ -111,16 +111,21 @@ fn unpatchable_edits_are_refused_and_the_old_code_keeps_running() {
             reason: "signature of `recovery_refusals::risky` changed",
         },
     );
-    refused(
-        &mut session,
-        "print(\"hello=one\");",
-        "print(\"hello=two\");",
-        Expected {
-            kind: RefusalKind::Unreachable,
-            item: "recovery_refusals::main",
-            reason: "no #[hotreload] function calls the changed code",
-        },
+    // `main` is redirected like any function, but it is running and never returns: the
+    // patch says so and the program keeps running its loop.
+    let patch = session.edit("print(\"hello=one\");", "print(\"hello=two\");");
+    let Event::PatchApplied { notes, .. } = &patch else {
+        panic!("not patch-applied: {patch:?}")
+    };
+    assert!(
+        notes
+            .iter()
+            .any(|note| note.contains("`recovery_refusals::main` changed")
+                && note.contains("takes effect at the next start")),
+        "{patch:?}"
     );
+    session.drain_lines();
+    assert_eq!(word(&mut session), "alpha", "the loop keeps running");
     // After all that, a good edit still patches.
     session.edit("word=alpha", "word=beta");
     assert_eq!(word(&mut session), "beta");
@@ -173,7 +178,7 @@ fn restart_runs_the_current_source_in_a_new_process() {
     session
         .fixture
         .replace("print(\"hello=one\");", "print(\"hello=two\");");
-    session.event_skipping("patch-refused"); // main is not reached by any #[hotreload] function
+    session.event_skipping("patch-applied"); // main runs its loop: takes effect at the next start
     session.signal_hotpatch(libc::SIGUSR1);
     session.event_skipping("app-exited");
     session.restarted();
