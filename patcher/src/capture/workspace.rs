@@ -20,6 +20,9 @@ pub struct Workspace {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Package {
     pub name: String,
+    /// Where it comes from (a registry, git); `None` for a local package on disk.
+    #[serde(default)]
+    pub source: Option<String>,
     pub manifest_path: PathBuf,
     pub targets: Vec<Target>,
     pub default_run: Option<String>,
@@ -60,8 +63,26 @@ impl Workspace {
     /// Runs `cargo metadata --no-deps` for the workspace of `manifest_path` (or of the
     /// current directory).
     pub fn load(manifest_path: Option<&Path>) -> Result<Workspace> {
+        Workspace::metadata(manifest_path, &["--no-deps"])
+    }
+
+    /// The directories of the local packages of the build: the members and every path
+    /// dependency, wherever it lives (`cargo metadata` with dependencies resolved).
+    pub fn local_package_dirs(manifest_path: Option<&Path>) -> Result<Vec<PathBuf>> {
+        let resolved = Workspace::metadata(manifest_path, &[])?;
+        Ok(resolved
+            .packages
+            .iter()
+            .filter(|package| package.source.is_none())
+            .map(|package| package.dir().to_owned())
+            .collect())
+    }
+
+    fn metadata(manifest_path: Option<&Path>, flags: &[&str]) -> Result<Workspace> {
         let mut cargo = Command::new(cargo_program());
-        cargo.args(["metadata", "--no-deps", "--format-version", "1"]);
+        cargo
+            .args(["metadata", "--format-version", "1"])
+            .args(flags);
         if let Some(path) = manifest_path {
             cargo.arg("--manifest-path").arg(path);
         }
