@@ -69,7 +69,7 @@ impl SymbolIndex {
     /// Indexes the stored objects of `revision` (for a one-off diff; a session keeps an
     /// [`ObjectCache`] instead).
     pub fn load(revision: &Revision) -> Result<SymbolIndex> {
-        let objects = ObjectCache::new(&revision.target.crate_name()).read(revision)?;
+        let objects = ObjectCache::for_revision(revision).read(revision, revision)?;
         Ok(SymbolIndex::of(&objects))
     }
 
