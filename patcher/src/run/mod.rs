@@ -10,16 +10,17 @@ pub mod connection;
 pub mod watch;
 
 use crate::capture::build::{build, BuildOutcome};
-use crate::capture::workspace::Workspace;
 use crate::commands::args::CargoArgs;
 use crate::output::events::{Event, Reporter};
+use crate::pipeline::recompile::crates::{CrateIndex, CrateRole, LocalCrates};
 use crate::pipeline::{prepare, PatchFailure, Refused};
 use crate::run::connection::{AppConnection, AppListener};
-use crate::run::watch::{watch, CrateSources, SourceWatcher};
+use crate::run::watch::{watch, CrateSources, SavedFile, SourceWatcher};
 use crate::session::{PreparedPatch, Session};
 use hotreload_abi::events::RefusalKind;
 use hotreload_abi::protocol::{Reply, SOCKET_ENV};
 use linker_shim::{Context, Error, Result};
+use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
@@ -68,14 +69,12 @@ enum Signal {
 
 /// Runs `hotpatch run`; returns the program's exit code.
 pub fn run(args: &RunArgs, hotpatch_exe: &Path) -> Result<ExitCode> {
-    let workspace = Workspace::load(args.cargo.selection.manifest_path.as_deref())?;
     let (signals, incoming) = mpsc::channel();
     let keys = !args.stdin_to_program && std::io::stdin().is_terminal();
     listen_for_commands(keys, signals.clone())?;
     let mut runner = Runner {
         args,
         hotpatch_exe,
-        workspace,
         reporter: Reporter {
             format: args.cargo.output.message_format,
             program: String::new(),
@@ -104,7 +103,6 @@ struct Program {
 struct Runner<'a> {
     args: &'a RunArgs,
     hotpatch_exe: &'a Path,
-    workspace: Workspace,
     reporter: Reporter,
     signals: Sender<Signal>,
     incoming: Receiver<Signal>,
@@ -198,7 +196,6 @@ impl Runner<'_> {
         let patching = connection.and_then(|connection| {
             start_patching(
                 &outcome,
-                &self.workspace,
                 connection,
                 self.hotpatch_exe,
                 self.signals.clone(),
@@ -328,39 +325,34 @@ struct Patching {
     session: Session,
     connection: AppConnection,
     sources: CrateSources,
-    /// The source directories watched.
+    /// The directories watched.
     watched: Vec<PathBuf>,
     _watcher: SourceWatcher,
 }
 
 fn start_patching(
     outcome: &BuildOutcome,
-    workspace: &Workspace,
     connection: AppConnection,
     hotpatch_exe: &Path,
     signals: Sender<Signal>,
 ) -> Result<Patching> {
-    let session = Session::new(
-        outcome.store.clone(),
-        outcome.revision.clone(),
-        &connection.hello,
-        hotpatch_exe,
-    )?;
     let invocation = outcome
         .revision
         .rustc
         .as_ref()
         .ok_or_else(|| Error::new("the build recorded no rustc invocation for the binary"))?;
-    let sources = CrateSources::of(invocation)?;
-    // The running program is built from `src/` trees; tests, examples and benches are not in it.
-    let watched: Vec<PathBuf> = workspace
-        .packages
-        .iter()
-        .filter_map(|p| p.manifest_path.parent().map(|dir| dir.join("src")))
-        .filter(|src| src.is_dir())
-        .collect();
+    let crates = LocalCrates::new(invocation, &outcome.invocations);
+    let sources = CrateSources::of(&crates)?;
+    let session = Session::new(
+        outcome.store.clone(),
+        outcome.revision.clone(),
+        crates,
+        &connection.hello,
+        hotpatch_exe,
+    )?;
+    let watched = sources.directories();
     let (changed, batches) = mpsc::channel();
-    let watcher = watch(&watched, changed)?;
+    let watcher = watch(&watched, sources.files().cloned(), changed)?;
     std::thread::spawn(move || {
         for batch in batches {
             if signals.send(Signal::SourcesChanged(batch)).is_err() {
@@ -379,17 +371,20 @@ fn start_patching(
 
 impl Patching {
     fn on_change(&mut self, files: &[PathBuf], reporter: &Reporter) {
-        let (ours, others): (Vec<_>, Vec<_>) = files.iter().partition(|f| self.sources.contains(f));
-        for file in others {
-            reporter.emit(Event::refused(
-                RefusalKind::OtherCrate,
-                vec![file.display().to_string()],
-                format!(
-                    "{} is not part of the binary crate `{}`; only that crate is patched live: restart to apply this edit",
-                    file.display(),
-                    self.session.base().target.crate_name()
-                ),
-            ));
+        let mut ours = Vec::new();
+        let mut crates = BTreeSet::new();
+        for file in files {
+            match self.sources.classify(file) {
+                SavedFile::Unrelated => {}
+                SavedFile::Manifest => reporter.emit(needs_restart(file, "a package manifest")),
+                SavedFile::Source(owners) => match self.refusal(file, &owners) {
+                    Some(refusal) => reporter.emit(refusal),
+                    None => {
+                        ours.push(file);
+                        crates.extend(owners);
+                    }
+                },
+            }
         }
         if ours.is_empty() {
             return;
@@ -397,7 +392,9 @@ impl Patching {
         let edited: Vec<String> = ours.iter().map(|f| f.display().to_string()).collect();
         let compiled = contents_of(&ours);
         let started = Instant::now();
-        match prepare(&mut self.session) {
+        let result = prepare(&mut self.session, &crates);
+        self.learn_sources(&crates);
+        match result {
             // The save was still being written (or saved again) while rustc ran: the newer
             // contents are on their way from the watcher; this error is about neither.
             Err(PatchFailure::Compile(_)) if contents_of(&ours) != compiled => {}
@@ -417,6 +414,48 @@ impl Patching {
                 Vec::new(),
                 format!("{error} (edited: {})", edited.join(", ")),
             )),
+        }
+    }
+
+    /// Why an edit of `file`, which the `owners` crates read, can't be patched; `None` when
+    /// it can.
+    fn refusal(&self, file: &Path, owners: &BTreeSet<CrateIndex>) -> Option<Event<'static>> {
+        let crates = self.session.crates();
+        for &index in owners {
+            let krate = crates.get(index);
+            match krate.role {
+                CrateRole::ProcMacro => {
+                    let what = format!("in the proc-macro crate `{}`", krate.name());
+                    return Some(needs_restart(file, &what));
+                }
+                CrateRole::BuildScript => return Some(needs_restart(file, "a build script")),
+                _ => {}
+            }
+        }
+        if owners.iter().any(|&index| crates.is_linked(index)) {
+            return None;
+        }
+        Some(Event::refused(
+            RefusalKind::OtherCrate,
+            vec![file.display().to_string()],
+            format!(
+                "{} is not part of any crate the running program `{}` is built from",
+                file.display(),
+                crates.get(crates.binary()).name()
+            ),
+        ))
+    }
+
+    /// Adds the files the crates just compiled read (a new module, a new `include_str!`).
+    fn learn_sources(&mut self, compiled: &BTreeSet<CrateIndex>) {
+        let builds = &self.session.builds;
+        for &index in compiled {
+            let krate = builds.crates.get(index);
+            if let Some(dep_info) = builds.latest_dep_info(index) {
+                let _ = self
+                    .sources
+                    .read_dep_info(index, &dep_info, &krate.invocation.cwd);
+            }
         }
     }
 
@@ -462,6 +501,18 @@ impl Patching {
             )),
         }
     }
+}
+
+/// The refusal of an edit to `file`, `what` the program is built with.
+fn needs_restart(file: &Path, what: &str) -> Event<'static> {
+    Event::refused(
+        RefusalKind::NeedsRestart,
+        vec![file.display().to_string()],
+        format!(
+            "{} is {what}: it changes how the program is built, which a patch can't do: restart to apply this edit",
+            file.display()
+        ),
+    )
 }
 
 /// The files' contents right now, to tell whether they changed during a compilation.
