@@ -6,7 +6,7 @@
 use std::path::Path;
 use testkit::fixture::FixtureCrate;
 use testkit::session::Event;
-use tests::live::{number, LiveSession};
+use tests::live::{lower_priority, number, LiveSession};
 
 const PROGRAM: &str = include_str!("../fixtures/stress.rs");
 
@@ -15,16 +15,6 @@ fn start(name: &str, args: &[&str]) -> LiveSession {
     let session = LiveSession::start(FixtureCrate::create_hot(base, name, PROGRAM), args);
     lower_priority(session.pid);
     session
-}
-
-/// The eight callers spin on two cores; at the lowest priority they still call in tight
-/// loops, but the compiler that builds each patch gets the CPU first.
-fn lower_priority(pid: u32) {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the program's threads") {
-        let tid: libc::id_t = task.unwrap().file_name().to_string_lossy().parse().unwrap();
-        // SAFETY: setpriority(2) on a thread of the program this test started.
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
-    }
 }
 
 /// The first status line showing at least `generation` patches.
