@@ -6,7 +6,7 @@
 
 pub mod check;
 pub mod diff;
-pub mod link;
+pub(crate) mod link;
 pub mod objects;
 pub mod plan;
 pub mod recompile;
