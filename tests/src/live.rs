@@ -112,3 +112,13 @@ pub fn lower_priority(pid: u32) {
         unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
     }
 }
+
+/// The edit number `patch` (from 1) of a run that alternates the stress fixtures' `x * 2` and
+/// `x * 3`: odd patches make it `x * 3`, even ones bring back `x * 2`.
+pub fn alternating_edit(patch: u64) -> (&'static str, &'static str) {
+    if patch % 2 == 1 {
+        ("    x * 2\n", "    x * 3\n")
+    } else {
+        ("    x * 3\n", "    x * 2\n")
+    }
+}

@@ -7,7 +7,7 @@
 use std::path::Path;
 use testkit::fixture::FixtureCrate;
 use testkit::session::Event;
-use tests::live::{field, lower_priority, number, LiveSession};
+use tests::live::{alternating_edit, field, lower_priority, number, LiveSession};
 
 const EVERY_CALLER: &str = include_str!("../fixtures/every_caller.rs");
 const ENTRY_STRESS: &str = include_str!("../fixtures/entry_stress.rs");
@@ -148,11 +148,7 @@ fn a_panic_in_a_redirected_function_unwinds_into_the_callers_catch_unwind() {
 /// Applies `patches` edits alternating `x * 2` and `x * 3` and returns the last status line.
 fn alternate(session: &mut LiveSession, patches: u64) -> String {
     for patch in 1..=patches {
-        let (from, to) = if patch % 2 == 1 {
-            ("    x * 2\n", "    x * 3\n")
-        } else {
-            ("    x * 3\n", "    x * 2\n")
-        };
+        let (from, to) = alternating_edit(patch);
         session.edit(from, to);
     }
     session.line_where(|l| l.starts_with("generation=") && number(l, "generation") >= patches)

@@ -6,7 +6,7 @@
 use std::path::Path;
 use testkit::fixture::FixtureCrate;
 use testkit::session::Event;
-use tests::live::{lower_priority, number, LiveSession};
+use tests::live::{alternating_edit, lower_priority, number, LiveSession};
 
 const PROGRAM: &str = include_str!("../fixtures/stress.rs");
 
@@ -26,11 +26,7 @@ fn status_after(session: &mut LiveSession, generation: u64) -> String {
 fn alternate(session: &mut LiveSession, patches: u64) -> (String, String) {
     let mut after_first = String::new();
     for patch in 1..=patches {
-        let (from, to) = if patch % 2 == 1 {
-            ("    x * 2\n", "    x * 3\n")
-        } else {
-            ("    x * 3\n", "    x * 2\n")
-        };
+        let (from, to) = alternating_edit(patch);
         session.edit(from, to);
         if patch == 1 {
             after_first = status_after(session, 1);
