@@ -16,7 +16,7 @@ use testkit::session::{field, Event, Launch, Session};
 
 /// The first `hotpatch run` of a program builds it (and, for the first program, the
 /// runtime's dependencies) from scratch.
-pub const BUILD_PATIENCE: Duration = Duration::from_secs(600);
+const BUILD_PATIENCE: Duration = Duration::from_secs(600);
 /// One patch of the largest program, on two busy cores.
 pub const PATCH_PATIENCE: Duration = Duration::from_secs(180);
 
@@ -88,14 +88,7 @@ pub fn measure(
     progress("plain cargo build (untimed: the usual loop then starts from a warm cache)");
     cargo_build.run()?;
     progress("hotpatch run: build, start, watch");
-    let mut live = Session::start(&Launch {
-        hotpatch_exe: &setup.hotpatch_exe,
-        manifest_path: &setup.manifest_path,
-        package: Some(&program.package),
-        target_dir: &setup.target_dir,
-        program_args: &[],
-        patience: BUILD_PATIENCE,
-    })?;
+    let mut live = start_hotpatch_run(setup, &program.package)?;
     live.wait_line(|line| line.starts_with("first-frame "))?;
     live.patience = PATCH_PATIENCE;
     let floor = CompilerFloor::prepare(
@@ -139,6 +132,18 @@ pub fn measure(
         samples,
         memory,
         redirected,
+    })
+}
+
+/// Starts `hotpatch run` of `package`, with the patience of a first build.
+pub fn start_hotpatch_run(setup: &Setup, package: &str) -> Result<Session> {
+    Session::start(&Launch {
+        hotpatch_exe: &setup.hotpatch_exe,
+        manifest_path: &setup.manifest_path,
+        package: Some(package),
+        target_dir: &setup.target_dir,
+        program_args: &[],
+        patience: BUILD_PATIENCE,
     })
 }
 

@@ -243,15 +243,13 @@ impl Report {
                 p.label, p.rustc, p.diff, p.link, p.load, p.patch_overhead, p.outside_patch
             ));
         }
-        out.push_str("\n| program | hotpatch RSS (peak) | program RSS growth / patch | patch image |\n|---|---|---|---|\n");
+        out.push_str(
+            "\n| program | hotpatch RSS (peak) | program RSS growth / patch |\n|---|---|---|\n",
+        );
         for p in &self.programs {
             out.push_str(&format!(
-                "| {} | {:.0} MiB ({:.0} MiB) | {:.0} KiB | {:.0} KiB |\n",
-                p.label,
-                p.hotpatch_rss_mib,
-                p.hotpatch_peak_mib,
-                p.program_growth_kib_per_patch,
-                p.image_kib
+                "| {} | {:.0} MiB ({:.0} MiB) | {:.0} KiB |\n",
+                p.label, p.hotpatch_rss_mib, p.hotpatch_peak_mib, p.program_growth_kib_per_patch,
             ));
         }
         out.push_str("\n| program | patch image | link | functions in the image | edits reached through |\n|---|---|---|---|---|\n");

@@ -4,12 +4,12 @@
 //! long the runtime held the other threads to write it.
 
 use super::generator::{busy_work_factor, StopTimeProgram, BUSY_THREADS, STOP_TIME_PACKAGE};
-use super::measure::{Setup, BUILD_PATIENCE, PATCH_PATIENCE};
+use super::measure::{start_hotpatch_run, Setup, PATCH_PATIENCE};
 use super::report::median;
 use linker_shim::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeSet;
-use testkit::session::{field, Event, Launch, Session};
+use testkit::session::{field, Event};
 
 /// The threads-stopped time of each patch, milliseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -45,14 +45,7 @@ pub fn measure(
 ) -> Result<StopTimes> {
     // A run interrupted earlier may have left an edited version behind.
     program.write_version(0)?;
-    let mut live = Session::start(&Launch {
-        hotpatch_exe: &setup.hotpatch_exe,
-        manifest_path: &setup.manifest_path,
-        package: Some(STOP_TIME_PACKAGE),
-        target_dir: &setup.target_dir,
-        program_args: &[],
-        patience: BUILD_PATIENCE,
-    })?;
+    let mut live = start_hotpatch_run(setup, STOP_TIME_PACKAGE)?;
     live.wait_line(|line| line.starts_with("busy threads="))?;
     live.patience = PATCH_PATIENCE;
     let mut samples = Vec::new();
