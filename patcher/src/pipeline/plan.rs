@@ -227,6 +227,24 @@ pub fn plan(diff: &SymbolDiff, entries: &dyn EntryPolicy) -> Result<Option<Patch
             })
             .map(|s| s.mangled.clone()),
     );
+    // A plain function recompiled under a new symbol (the legacy hash covers its signature,
+    // and changes when its first closure appears): its callers changed with it and now call
+    // the new one, but its old entry is not redirected (the signature may differ), so a
+    // pointer to it taken before the patch keeps calling the old code. Say so.
+    let removed_functions: BTreeSet<&str> = diff
+        .with_status(ChangeStatus::Removed)
+        .filter(|s| s.kind == SymbolKind::Function && !is_slot_implementation(&s.demangled))
+        .map(|s| s.demangled.as_str())
+        .collect();
+    plan.notes.extend(
+        added
+            .iter()
+            .filter(|s| s.kind == SymbolKind::Function && removed_functions.contains(s.demangled.as_str()))
+            .map(|s| format!(
+                "`{}` has a new symbol (its signature or its closures changed): its callers now call the new version, but a pointer to it taken before this patch still runs the old one",
+                s.demangled
+            )),
+    );
     if plan.roots.is_empty() && plan.redirected.is_empty() && !changed.is_empty() {
         return Err(Refusal::NoSlotReached(unreachable));
     }

@@ -141,8 +141,8 @@ mod tests {
             [change(0x1000, Some(0x8000)), change(0x9000, Some(0x8000))]
         );
         copies.applied(&patch);
-        // Undo: back to the first copy, whose own entry gets its bytes back; the undone
-        // copy stays mapped (a pointer may have been taken to it) and jumps there too.
+        // Undo: back to the first copy, whose own entry gets its bytes back; a pointer taken
+        // to the second copy reaches the first too.
         let undo = copies.changes_towards(&second, &first);
         assert_eq!(
             undo,
