@@ -529,5 +529,27 @@ mod tests {
         assert_eq!(plan.roots, BTreeSet::from([new[0].name.clone()]));
         assert_ne!(new[0].name, mangled(ROOT));
         assert!(plan.relinked.contains(&new[0].name));
+        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn a_renamed_plain_function_gets_a_note_about_old_pointers() {
+        let old = [function("app::helper"), function("app::caller")];
+        let renamed = function("app::helper").renamed(0xbeef);
+        let new = [
+            renamed.clone(),
+            function("app::caller").version(1).referring_to(&[&renamed]),
+        ];
+        let plan = plan_between(&old, &new, &Entries::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.added, ["app::helper"]);
+        assert_eq!(paths(&plan.redirected), ["app::caller"]);
+        assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+        assert!(
+            plan.notes[0].contains("`app::helper` has a new symbol"),
+            "{:?}",
+            plan.notes
+        );
     }
 }
