@@ -23,6 +23,7 @@
 mod agent;
 pub mod identity;
 pub mod loader;
+mod mappings;
 mod patching;
 mod redirect;
 mod slot;

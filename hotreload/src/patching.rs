@@ -9,6 +9,7 @@
 //! whole patch at once. In [`Mode::SafePoint`] a patch is applied only inside [`safe_point`],
 //! on the app's thread, so nothing changes between two safe points.
 
+use crate::mappings::executable_ranges;
 use crate::protocol::SlotUpdate;
 use crate::redirect::{set_entries_with, EntryChange, RedirectError};
 use crate::slot::{slot_at, SlotEntry};
@@ -56,6 +57,9 @@ pub struct PatchEvent {
     pub generation: u64,
     /// Paths of the slots this patch rewired.
     pub rewired: Vec<&'static str>,
+    /// Function entries this patch redirected or restored (plain functions have no path
+    /// in the runtime: `hotpatch run` names them).
+    pub entries: usize,
 }
 
 type Callback = Arc<dyn Fn(&PatchEvent) + Send + Sync>;
@@ -149,22 +153,6 @@ fn validate(updates: &[SlotUpdate]) -> Result<Vec<(&'static SlotEntry, *const ()
     Ok(checked)
 }
 
-/// Address ranges mapped executable in this process, from `/proc/self/maps`.
-fn executable_ranges() -> Vec<std::ops::Range<u64>> {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (range, perms) = (fields.next()?, fields.next()?);
-            if !perms.contains('x') {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            Some(u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?)
-        })
-        .collect()
-}
-
 /// What one applied patch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -206,6 +194,7 @@ pub fn apply_patch(updates: &[SlotUpdate], entries: &[EntryChange]) -> Result<Ap
         let event = PatchEvent {
             generation: GENERATION.fetch_add(1, Ordering::AcqRel) + 1,
             rewired: checked.iter().map(|(entry, _)| entry.path).collect(),
+            entries: entries.len(),
         };
         (event, stopped_for)
     };

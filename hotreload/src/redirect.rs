@@ -15,6 +15,7 @@
 //! and the new last ones, and an entry need not be 8-byte aligned), hence stopping everyone
 //! rather than writing in place while they run.
 
+use crate::mappings::executable_ranges;
 use crate::stop_world::{with_other_threads_stopped, StopError};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -351,22 +352,6 @@ fn write_code(memory: &File, entry: u64, bytes: &[u8; JMP_LEN as usize]) -> io::
         n if n == bytes.len() => Ok(()),
         _ => Err(io::Error::from(io::ErrorKind::WriteZero)),
     }
-}
-
-/// Address ranges mapped executable in this process, from `/proc/self/maps`.
-fn executable_ranges() -> Vec<Range<u64>> {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (range, perms) = (fields.next()?, fields.next()?);
-            if !perms.contains('x') {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            Some(u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -30,8 +30,10 @@ pub const STOP_SIGNAL: c_int = 60;
 /// Most threads one stop can track (the handler's slots are preallocated).
 pub const MAX_THREADS: usize = 4096;
 
-/// How long a signalled thread may take to acknowledge before stopping gives up.
-pub const ACK_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long a signalled thread may take to acknowledge before stopping gives up. A thread
+/// handles the signal only once the scheduler runs it: a low-priority thread on a machine
+/// whose cores are busy (a compiler building the next patch) can wait hundreds of ms.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `pause` iterations a stopped thread spins before it sleeps on the futex.
 const SPINS_BEFORE_SLEEP: u32 = 2_000;

@@ -12,10 +12,10 @@ pub use hotreload_abi::protocol;
 
 pub mod capture;
 pub mod commands;
-pub mod output;
+mod output;
 pub mod pipeline;
-pub mod run;
-pub mod session;
+mod run;
+mod session;
 
 pub use capture::build::{build, BuildOutcome};
 pub use capture::workspace::Workspace;

@@ -4,6 +4,10 @@
 
 #[path = "../fixtures/capture_diff.rs"]
 mod capture_diff;
+#[path = "../fixtures/entry_stress.rs"]
+mod entry_stress;
+#[path = "../fixtures/every_caller.rs"]
+mod every_caller;
 #[path = "../fixtures/layout_refusal.rs"]
 mod layout_refusal;
 #[path = "../fixtures/live_patching.rs"]

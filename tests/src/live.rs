@@ -102,3 +102,23 @@ pub fn number(line: &str, key: &str) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("`{key}` is not a number in {line:?}"))
 }
+
+/// Busy callers spin on two cores; at the lowest priority they still call in tight loops,
+/// but the compiler that builds each patch gets the CPU first.
+pub fn lower_priority(pid: u32) {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the program's threads") {
+        let tid: libc::id_t = task.unwrap().file_name().to_string_lossy().parse().unwrap();
+        // SAFETY: setpriority(2) on a thread of the program this test started.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
+    }
+}
+
+/// The edit number `patch` (from 1) of a run that alternates the stress fixtures' `x * 2` and
+/// `x * 3`: odd patches make it `x * 3`, even ones bring back `x * 2`.
+pub fn alternating_edit(patch: u64) -> (&'static str, &'static str) {
+    if patch % 2 == 1 {
+        ("    x * 2\n", "    x * 3\n")
+    } else {
+        ("    x * 3\n", "    x * 2\n")
+    }
+}

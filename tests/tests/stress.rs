@@ -6,7 +6,7 @@
 use std::path::Path;
 use testkit::fixture::FixtureCrate;
 use testkit::session::Event;
-use tests::live::{number, LiveSession};
+use tests::live::{alternating_edit, lower_priority, number, LiveSession};
 
 const PROGRAM: &str = include_str!("../fixtures/stress.rs");
 
@@ -15,16 +15,6 @@ fn start(name: &str, args: &[&str]) -> LiveSession {
     let session = LiveSession::start(FixtureCrate::create_hot(base, name, PROGRAM), args);
     lower_priority(session.pid);
     session
-}
-
-/// The eight callers spin on two cores; at the lowest priority they still call in tight
-/// loops, but the compiler that builds each patch gets the CPU first.
-fn lower_priority(pid: u32) {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the program's threads") {
-        let tid: libc::id_t = task.unwrap().file_name().to_string_lossy().parse().unwrap();
-        // SAFETY: setpriority(2) on a thread of the program this test started.
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
-    }
 }
 
 /// The first status line showing at least `generation` patches.
@@ -36,11 +26,7 @@ fn status_after(session: &mut LiveSession, generation: u64) -> String {
 fn alternate(session: &mut LiveSession, patches: u64) -> (String, String) {
     let mut after_first = String::new();
     for patch in 1..=patches {
-        let (from, to) = if patch % 2 == 1 {
-            ("    x * 2\n", "    x * 3\n")
-        } else {
-            ("    x * 3\n", "    x * 2\n")
-        };
+        let (from, to) = alternating_edit(patch);
         session.edit(from, to);
         if patch == 1 {
             after_first = status_after(session, 1);

@@ -5,4 +5,4 @@
 pub mod build;
 pub mod roles;
 pub mod workspace;
-pub mod wrapper;
+pub(crate) mod wrapper;

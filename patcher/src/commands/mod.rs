@@ -2,11 +2,11 @@
 //! cargo's `commands/*.rs`). [`Cli`] is the whole command line.
 
 pub mod args;
-pub mod build;
-pub mod diff;
+mod build;
+mod diff;
 pub mod revision_spec;
-pub mod revisions;
-pub mod run;
+mod revisions;
+mod run;
 
 use clap::{Parser, Subcommand};
 use linker_shim::{Error, Result, Store, TargetKey};

@@ -6,14 +6,14 @@
 
 pub mod check;
 pub mod diff;
-pub mod link;
+pub(crate) mod link;
 pub mod objects;
 pub mod plan;
 pub mod recompile;
 
 use crate::session::targets::Targets;
 use crate::session::{PreparedPatch, Session, Timings};
-use check::layout::{layout_refusals, TypeLayouts};
+use check::layout::check_layouts;
 use check::signature::check_signatures;
 use diff::{demangle, SymbolDiff};
 use hotreload_abi::events::RefusalKind;
@@ -50,47 +50,25 @@ pub fn prepare(
     let objects = session.objects.read(&recompiled.revision, &session.base)?;
     let index = SymbolIndex::of(&objects);
     let diff = SymbolDiff::between(&session.base_index, &index);
-    let entries = RunningEntries {
-        exe: &session.exe,
-        main: format!("{}::main", session.base.target.crate_name()),
-    };
-    let Some(mut plan) = plan(&diff, &entries)? else {
+    let Some(mut plan) = plan(&diff, &RunningEntries::of(session))? else {
         // Back to the base: everything runs its original code again.
         let patch = session.towards(Targets::default(), None, PatchPlan::default(), timings);
-        return Ok((!patch.is_empty()).then_some(patch));
+        return Ok(patch.unless_empty());
     };
-    let type_changes = layout_refusals(
-        &session.base_layouts,
-        &TypeLayouts::of(&objects),
-        &index,
-        &plan,
-    );
-    if !type_changes.is_empty() {
-        return Err(Refusal::TypeLayout(type_changes).into());
-    }
+    check_layouts(&session.base_layouts, &objects, &index, &plan)?;
     timings.diff = started.elapsed();
-
     plan.content = plan_content(&plan, &index);
     if let Some(targets) = session.mapped_image(plan.content) {
-        // The same code as an earlier, still-mapped patch: point the program there (nothing
-        // at all if it already runs it: the save changed nothing that runs).
-        let patch = session.towards(targets, None, plan, timings);
-        return Ok((!patch.is_empty()).then_some(patch));
+        // The same code as an earlier, still-mapped patch: point the program there.
+        return Ok(session.towards(targets, None, plan, timings).unless_empty());
     }
+
     let started = Instant::now();
     let fingerprints = implementation_fingerprints(&objects, &plan.objects);
     check_signatures(&plan, &session.slots, &fingerprints)?;
     let image = link::link_patch(session, &plan, &recompiled.revision, &objects.paths())?;
     timings.link = started.elapsed();
-
-    let targets = targets_in(session, &image, &fingerprints);
-    if targets.is_original() {
-        return Err(PatchFailure::Refused(Refused {
-            kind: RefusalKind::Unreachable,
-            items: plan.changed,
-            reason: "the changed code is reached only from #[hotreload] functions the edit added, which nothing running calls yet: restart".into(),
-        }));
-    }
+    let targets = targets_in(session, &image, &fingerprints, &plan)?;
     Ok(Some(session.towards(targets, Some(image), plan, timings)))
 }
 
@@ -101,7 +79,8 @@ fn targets_in(
     session: &Session,
     image: &link::image::LinkedImage,
     fingerprints: &std::collections::HashMap<String, u64>,
-) -> Targets {
+    plan: &PatchPlan,
+) -> Result<Targets, Refused> {
     let runtime = |address: u64| session.load_bias.wrapping_add(address);
     let mut targets = Targets::default();
     for (function, &address) in &image.entries {
@@ -121,7 +100,14 @@ fn targets_in(
             None => {}
         }
     }
-    targets
+    if targets.is_original() {
+        return Err(Refused {
+            kind: RefusalKind::Unreachable,
+            items: plan.changed.clone(),
+            reason: "the changed code is reached only from #[hotreload] functions the edit added, which nothing running calls yet: restart".into(),
+        });
+    }
+    Ok(targets)
 }
 
 /// Which entries of the running executable may take a jump.
@@ -129,6 +115,15 @@ struct RunningEntries<'a> {
     exe: &'a BaseExecutable,
     /// The demangled path of the program's `main`.
     main: String,
+}
+
+impl RunningEntries<'_> {
+    fn of(session: &Session) -> RunningEntries<'_> {
+        RunningEntries {
+            exe: &session.exe,
+            main: format!("{}::main", session.base.target.crate_name()),
+        }
+    }
 }
 
 impl EntryPolicy for RunningEntries<'_> {

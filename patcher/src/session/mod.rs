@@ -52,6 +52,11 @@ impl PreparedPatch {
     pub fn is_empty(&self) -> bool {
         self.updates.is_empty() && self.entries.is_empty()
     }
+
+    /// The patch, or `None` when it would change nothing the program runs.
+    pub fn unless_empty(self) -> Option<PreparedPatch> {
+        (!self.is_empty()).then_some(self)
+    }
 }
 
 /// The state of one running program being patched.

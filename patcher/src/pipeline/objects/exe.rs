@@ -4,10 +4,11 @@
 //! A dev-profile executable keeps `.symtab`, with Rust items as LOCAL symbols (the linker
 //! demotes hidden ones); `.dynsym` has none of them, so `.symtab` is the source of truth.
 
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 use linker_shim::{Context, Error, Result};
 use object::elf::PT_TLS;
 use object::read::elf::{ElfFile64, ProgramHeader};
-use object::{Object, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,11 @@ pub enum NotRedirectable {
     Aliased { names: usize },
     /// Fewer than [`JMP_LEN`] bytes before the next symbol.
     TooSmall { room: u64 },
+    /// Code inside the function jumps to its first bytes (a loop header at the entry), or
+    /// returns into them (a call inside them): it would land in the jump.
+    BranchIntoEntry { from: u64 },
+    /// Its code could not be read from the executable.
+    NoCode,
 }
 
 impl std::fmt::Display for NotRedirectable {
@@ -57,6 +63,11 @@ impl std::fmt::Display for NotRedirectable {
                     "only {room} bytes before the next symbol; a jump needs {JMP_LEN}"
                 )
             }
+            NotRedirectable::BranchIntoEntry { from } => write!(
+                f,
+                "its code at offset {from} branches into its first {JMP_LEN} bytes"
+            ),
+            NotRedirectable::NoCode => write!(f, "its code is not in the executable's file"),
         }
     }
 }
@@ -74,6 +85,8 @@ pub struct BaseExecutable {
     /// Start addresses of every function and data symbol, sorted: the next one bounds how
     /// many bytes an entry redirect may overwrite.
     starts: Vec<u64>,
+    /// The executable's code: link-time address of the first byte, and the bytes.
+    text: (u64, Vec<u8>),
     /// `align_up(PT_TLS.p_memsz, PT_TLS.p_align)`: x86-64 variant II puts the executable's TLS
     /// block right below the thread pointer, so a TLS symbol's `%fs` offset is
     /// `st_value - tls_block_size`.
@@ -150,6 +163,10 @@ impl BaseExecutable {
         }
         starts.sort_unstable();
         starts.dedup();
+        let text = elf
+            .section_by_name(".text")
+            .and_then(|section| Some((section.address(), section.data().ok()?.to_vec())))
+            .unwrap_or_default();
         Ok(BaseExecutable {
             path: path.to_path_buf(),
             build_id,
@@ -160,6 +177,7 @@ impl BaseExecutable {
                 .map(|(address, names)| (address, names.len()))
                 .collect(),
             starts,
+            text,
             tls_block_size,
         })
     }
@@ -195,6 +213,18 @@ impl BaseExecutable {
         if room < JMP_LEN {
             return Err(NotRedirectable::TooSmall { room });
         }
+        let (text_start, text) = &self.text;
+        let code = symbol
+            .address
+            .checked_sub(*text_start)
+            .and_then(|offset| {
+                let offset = usize::try_from(offset).ok()?;
+                text.get(offset..offset.checked_add(usize::try_from(symbol.size).ok()?)?)
+            })
+            .ok_or(NotRedirectable::NoCode)?;
+        if let Some(from) = branch_into_entry(code, symbol.address) {
+            return Err(NotRedirectable::BranchIntoEntry { from });
+        }
         Ok(symbol.address)
     }
 
@@ -205,6 +235,28 @@ impl BaseExecutable {
             .filter(|s| s.kind == ExeSymbolKind::ThreadLocal)?;
         Some(symbol.address as i64 - self.tls_block_size? as i64)
     }
+}
+
+/// The offset of an instruction of the function `code` (starting at `entry`) that would land
+/// inside the bytes a redirect overwrites: a jump to `[entry, entry + 5)` (a loop back to the
+/// entry: the jump would restart the new version mid-loop, or land mid-instruction), or a call
+/// that returns into `(entry, entry + 5)`.
+fn branch_into_entry(code: &[u8], entry: u64) -> Option<u64> {
+    let overwritten = entry..entry + JMP_LEN;
+    let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instruction);
+        let is_call = instruction.mnemonic() == Mnemonic::Call;
+        let target = instruction.near_branch_target();
+        let jumps_in = !is_call && target != 0 && overwritten.contains(&target);
+        let returns_in =
+            is_call && instruction.next_ip() > entry && instruction.next_ip() < entry + JMP_LEN;
+        if jumps_in || returns_in {
+            return Some(instruction.ip() - entry);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -240,5 +292,20 @@ mod tests {
             exe.redirectable_entry(name),
             Err(NotRedirectable::Aliased { .. })
         ));
+    }
+
+    #[test]
+    fn a_branch_into_the_first_bytes_is_found() {
+        // 0: push rax; 1: nop; 2: nop; 3: jmp 1 (eb fc); 5: ret
+        let loop_to_entry_plus_one = [0x50, 0x90, 0x90, 0xeb, 0xfc, 0xc3];
+        assert_eq!(branch_into_entry(&loop_to_entry_plus_one, 0x1000), Some(3));
+        // 0: call rax (ff d0) — returns to 2, inside the jump.
+        let call_at_entry = [0xff, 0xd0, 0x90, 0x90, 0x90, 0xc3];
+        assert_eq!(branch_into_entry(&call_at_entry, 0x1000), Some(0));
+        // 0: sub rsp, 8; 4: nop; 5: jmp 5 (a loop after the first bytes); 7: call 0 (recursion).
+        let fine = [
+            0x48, 0x83, 0xec, 0x08, 0x90, 0xeb, 0xfe, 0xe8, 0xf4, 0xff, 0xff, 0xff,
+        ];
+        assert_eq!(branch_into_entry(&fine, 0x1000), None);
     }
 }

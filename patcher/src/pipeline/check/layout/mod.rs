@@ -26,7 +26,7 @@ use crate::pipeline::objects::dwarf::{
 };
 use crate::pipeline::objects::symbols::{SymbolIndex, SymbolKind};
 use crate::pipeline::objects::type_layout::Layout;
-use crate::pipeline::plan::PatchPlan;
+use crate::pipeline::plan::{PatchPlan, Refusal};
 use compare::differences;
 use hotreload_abi::slot::{is_slot_implementation, IMPLEMENTATION_SUFFIX};
 use linker_shim::{Result, Revision};
@@ -148,6 +148,22 @@ impl TypeLayouts {
             Some(line) => format!("{}:{line}", file.shown),
             None => file.shown.clone(),
         })
+    }
+}
+
+/// Refuses `plan` when a type whose values the running program holds changed layout between
+/// the base and the new build's `objects`.
+pub fn check_layouts(
+    base: &TypeLayouts,
+    objects: &RevisionObjects,
+    index: &SymbolIndex,
+    plan: &PatchPlan,
+) -> std::result::Result<(), Refusal> {
+    let changes = layout_refusals(base, &TypeLayouts::of(objects), index, plan);
+    if changes.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::TypeLayout(changes))
     }
 }
 
