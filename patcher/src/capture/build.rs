@@ -3,7 +3,7 @@
 
 use crate::capture::workspace::{cargo_program, Workspace};
 use crate::capture::wrapper::{WrapRequest, WRAP_REQUEST_ENV};
-use crate::commands::args::CargoArgs;
+use crate::commands::args::{CargoArgs, MessageFormat};
 use linker_shim::{
     read_build_id, Context, Error, Result, Revision, RoleRequest, RustcInvocation, Store, TargetKey,
 };
@@ -124,6 +124,9 @@ impl Cargo<'_> {
             local_packages,
         } = *self;
         let building = subcommand == ["build"];
+        // For tools, hotpatch's stderr carries only JSON events: cargo stays quiet and its
+        // errors come back inside hotpatch's.
+        let for_tools = args.output.message_format == MessageFormat::Json;
         let mut cargo = Command::new(cargo_program());
         cargo
             .args(subcommand)
@@ -140,7 +143,11 @@ impl Cargo<'_> {
             cargo
                 .args([target.kind.cargo_flag(), &target.name])
                 .args(args.feature_flags())
-                .arg("--message-format=json-render-diagnostics")
+                .arg(if for_tools {
+                    "--message-format=json"
+                } else {
+                    "--message-format=json-render-diagnostics"
+                })
                 .env("RUSTC_WRAPPER", hotpatch_exe)
                 .env_remove("RUSTC_WORKSPACE_WRAPPER")
                 .env(
@@ -156,23 +163,31 @@ impl Cargo<'_> {
                     .to_env_value(),
                 )
                 .stdout(Stdio::piped());
-        } else {
+        }
+        if for_tools || !building {
             cargo.arg("--quiet");
         }
         let mut child = cargo
             .spawn()
             .context(|| format!("could not run `{}`", cargo_program().display()))?;
         let mut exe = None;
+        let mut errors = String::new();
         if let Some(stdout) = child.stdout.take() {
             for line in BufReader::new(stdout).lines() {
                 let line = line.context(|| "could not read cargo's output".into())?;
                 exe = exe.or_else(|| executable_of(&line, target));
+                errors.push_str(&rendered_error(&line).unwrap_or_default());
             }
         }
         let status = child.wait().context(|| "could not wait for cargo".into())?;
         if !status.success() {
+            let shown = if errors.is_empty() {
+                "; see the errors above".to_owned()
+            } else {
+                format!(":\n{errors}")
+            };
             return Err(Error::new(format!(
-                "`cargo {}` for {target} failed ({status}); see the errors above",
+                "`cargo {}` for {target} failed ({status}){shown}",
                 subcommand[0]
             )));
         }
@@ -183,6 +198,23 @@ impl Cargo<'_> {
             (_, exe) => Ok(exe.unwrap_or_default()),
         }
     }
+}
+
+/// The rendered text of a `compiler-message` that is an error (cargo's JSON messages).
+fn rendered_error(line: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct CompilerMessage {
+        reason: String,
+        message: Diagnostic,
+    }
+    #[derive(Deserialize)]
+    struct Diagnostic {
+        level: String,
+        rendered: Option<String>,
+    }
+    let message: CompilerMessage = serde_json::from_str(line).ok()?;
+    (message.reason == "compiler-message" && message.message.level == "error")
+        .then_some(message.message.rendered)?
 }
 
 /// The `executable` of a `compiler-artifact` message for `target`.
