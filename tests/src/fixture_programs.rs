@@ -19,6 +19,8 @@ mod missing_symbol;
 mod recovery;
 #[path = "../fixtures/stress.rs"]
 mod stress;
+#[path = "../fixtures/tiny_entry.rs"]
+mod tiny_entry;
 #[path = "../fixtures/type_layouts.rs"]
 mod type_layouts;
 
