@@ -262,17 +262,33 @@ impl Session {
 }
 
 impl Drop for Session {
+    /// Quits hotpatch as a person would (SIGTERM: it stops the program and removes its socket
+    /// directory and patch images); kills both if that takes too long.
     fn drop(&mut self) {
+        self.program_stdin = None;
+        if matches!(self.hotpatch.try_wait(), Ok(Some(_))) {
+            return; // it quit already (and was reaped: its pid may be reused)
+        }
+        self.signal_hotpatch(libc::SIGTERM);
+        let deadline = Instant::now() + QUIT_PATIENCE;
+        while Instant::now() < deadline {
+            if !matches!(self.hotpatch.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if self.pid != 0 {
             // SAFETY: kill(2) on the program this session started and did not see stop; at
             // worst it is gone already (or, after a crash, its pid was reused).
             unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
         }
-        self.program_stdin = None;
         let _ = self.hotpatch.kill();
         let _ = self.hotpatch.wait();
     }
 }
+
+/// How long a dropped session's hotpatch gets to quit (it gives the program 3 s to stop).
+const QUIT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Sends each line of `stream` as `convert` makes it, on a thread of its own.
 fn forward(

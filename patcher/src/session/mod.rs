@@ -4,6 +4,7 @@
 
 pub mod targets;
 
+use crate::leftovers::remove_dirs_of_ended_processes;
 use crate::pipeline::check::layout::TypeLayouts;
 use crate::pipeline::link::image::{LinkedImage, Toolchain};
 use crate::pipeline::objects::cache::ObjectCache;
@@ -131,6 +132,8 @@ impl Session {
             })
             .collect();
         store.pin(&base.id)?;
+        // Images of programs that are gone: nothing maps them any more.
+        remove_dirs_of_ended_processes(&store.root().join("patches"), "");
         let patches_dir = store
             .root()
             .join("patches")
@@ -175,8 +178,10 @@ impl Session {
         &self.builds.crates
     }
 
-    /// Lets the store prune the base revision again (the program is gone).
-    pub fn unpin(&self) -> Result<(), Error> {
+    /// Ends the session (the program is gone): its patch images are removed and the store
+    /// may prune the base revision again.
+    pub fn end(self) -> Result<(), Error> {
+        let _ = std::fs::remove_dir_all(&self.patches_dir);
         self.store.unpin(&self.base.id)
     }
 
