@@ -25,8 +25,19 @@ pub(crate) fn remove_dirs_of_ended_processes(root: &Path, prefix: &str) {
         let ours = entry
             .metadata()
             .is_ok_and(|metadata| metadata.is_dir() && metadata.uid() == user);
-        if ours && !Path::new("/proc").join(pid).exists() {
+        if ours && has_ended(pid) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// True when process `pid` is gone or a zombie (ended, not yet reaped: in a container whose
+/// first process reaps nothing, an orphan stays one).
+fn has_ended(pid: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(Path::new("/proc").join(pid).join("stat")) else {
+        return true;
+    };
+    // `pid (command) state …`: the command may hold spaces and parentheses.
+    stat.rsplit_once(") ")
+        .is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
 }
