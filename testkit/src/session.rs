@@ -8,6 +8,7 @@ pub use hotreload_abi::events::Event;
 use linker_shim::{Context, Error, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -61,6 +62,8 @@ pub struct Launch<'a> {
     pub program_args: &'a [&'a str],
     /// How long the first build and start may take.
     pub patience: Duration,
+    /// The file mode creation mask hotpatch runs with (`None`: this process's).
+    pub umask: Option<libc::mode_t>,
 }
 
 /// A running `hotpatch run --message-format json` and the program under it.
@@ -87,6 +90,16 @@ impl Session {
     pub fn start(launch: &Launch) -> Result<Session> {
         let mut command = Command::new(launch.hotpatch_exe);
         command.args(["run", "--message-format", "json"]);
+        if let Some(mask) = launch.umask {
+            // SAFETY: umask(2) is async-signal-safe and touches no memory: fine between fork
+            // and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(mask);
+                    Ok(())
+                })
+            };
+        }
         if let Some(package) = launch.package {
             command.args(["-p", package]);
         }

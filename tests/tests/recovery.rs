@@ -327,3 +327,12 @@ fn a_session_leaves_nothing_behind_when_it_quits_or_is_killed() {
         "the next session removed what the killed one left"
     );
 }
+
+#[test]
+fn a_user_whose_umask_lets_the_group_write_still_gets_patches() {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let fixture = FixtureCrate::create_hot(base, "recovery-umask", PROGRAM);
+    let mut session = LiveSession::start_with_umask(fixture, &[], Some(0o002));
+    session.edit("word=alpha", "word=beta");
+    assert_eq!(word(&mut session), "beta");
+}

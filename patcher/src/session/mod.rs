@@ -16,6 +16,7 @@ use crate::pipeline::recompile::{CrateBuild, PatchBuilds};
 use hotreload_abi::protocol::{EntryChange, Hello, PatchImage, SlotInfo, SlotUpdate};
 use linker_shim::{Context, Error, Revision, Store};
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use targets::{slot_updates, EntryCopies, Targets};
@@ -140,6 +141,9 @@ impl Session {
             .join(format!("{}-{}", hello.pid, base.id));
         std::fs::create_dir_all(&patches_dir)
             .context(|| format!("could not create {}", patches_dir.display()))?;
+        // Only this user may add or swap images in it, whatever the umask.
+        std::fs::set_permissions(&patches_dir, std::fs::Permissions::from_mode(0o700))
+            .context(|| format!("could not protect {}", patches_dir.display()))?;
         // The program may run in another directory: it gets absolute image paths.
         let patches_dir = patches_dir
             .canonicalize()
