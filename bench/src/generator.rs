@@ -16,6 +16,8 @@ const MAIN: &str = include_str!("templates/main.rs.in");
 const CLOCK: &str = include_str!("templates/clock.rs.in");
 const EDIT_SITE: &str = include_str!("templates/edit_site.rs.in");
 const CALL_OVERHEAD: &str = include_str!("templates/call_overhead.rs.in");
+const STOP_TIME: &str = include_str!("templates/stop_time.rs.in");
+const BUSY_WORK: &str = include_str!("templates/busy_work.rs.in");
 
 /// The library crates the `crates` program depends on.
 const LIBRARY_CRATES: usize = 3;
@@ -24,6 +26,11 @@ const CRATES_PROGRAM_LINES: usize = 1_000;
 
 /// The package that measures the `#[hotreload]` call overhead (built at opt-level 3).
 pub const CALL_OVERHEAD_PACKAGE: &str = "call-overhead";
+
+/// The package whose busy threads the stop-time measurement patches.
+pub const STOP_TIME_PACKAGE: &str = "stop-time";
+/// Threads of the stop-time program that call the edited function without pause.
+pub const BUSY_THREADS: usize = 8;
 
 /// Which program to generate, as spelled on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,18 +90,37 @@ impl GeneratedProgram {
 
     /// Writes the edit site at `version`: the one line that differs between versions.
     pub fn write_version(&self, version: u32) -> Result<()> {
-        // As an editor saves: the watcher never sees a half-written file.
-        let edit_site = self.edit_site();
-        write_atomically(&edit_site, &edit_site_source(version))
-            .context(|| format!("could not write {}", edit_site.display()))
+        save(&self.edit_site(), &edit_site_source(version))
     }
 }
 
-/// The scratch workspace: every program plus the call-overhead package.
+/// The stop-time program: [`BUSY_THREADS`] threads calling `busy_work::mix`.
+#[derive(Debug, Clone)]
+pub struct StopTimeProgram {
+    pub dir: PathBuf,
+}
+
+impl StopTimeProgram {
+    /// Writes `busy_work.rs` at `version`.
+    pub fn write_version(&self, version: u32) -> Result<()> {
+        save(
+            &self.dir.join("src/busy_work.rs"),
+            &busy_work_source(version),
+        )
+    }
+}
+
+/// Writes `text` as an editor saves: the watcher never sees a half-written file.
+fn save(path: &Path, text: &str) -> Result<()> {
+    write_atomically(path, text).context(|| format!("could not write {}", path.display()))
+}
+
+/// The scratch workspace: every program plus the call-overhead and stop-time packages.
 #[derive(Debug, Clone)]
 pub struct BenchWorkspace {
     pub manifest_path: PathBuf,
     pub programs: Vec<GeneratedProgram>,
+    pub stop_time: StopTimeProgram,
 }
 
 /// Writes the workspace under `root` (replacing earlier sources, keeping `Cargo.lock` and
@@ -108,7 +134,10 @@ pub fn generate(
     lockfile: &Path,
 ) -> Result<BenchWorkspace> {
     let hotreload = format!("hotreload = {{ path = {:?} }}\n", hotreload_dir.display());
-    let mut members = vec![CALL_OVERHEAD_PACKAGE.to_string()];
+    let mut members = vec![
+        CALL_OVERHEAD_PACKAGE.to_string(),
+        STOP_TIME_PACKAGE.to_string(),
+    ];
     let mut programs = Vec::new();
     for spec in specs {
         let package = spec.package();
@@ -150,6 +179,21 @@ pub fn generate(
         &hotreload,
         &[("src/main.rs", CALL_OVERHEAD.to_string())],
     )?;
+    let stop_time = StopTimeProgram {
+        dir: root.join(STOP_TIME_PACKAGE),
+    };
+    write_package(
+        &stop_time.dir,
+        STOP_TIME_PACKAGE,
+        &hotreload,
+        &[
+            (
+                "src/main.rs",
+                STOP_TIME.replace("__BUSY_THREADS__", &BUSY_THREADS.to_string()),
+            ),
+            ("src/busy_work.rs", busy_work_source(0)),
+        ],
+    )?;
     let manifest_path = root.join("Cargo.toml");
     write(&manifest_path, &workspace_manifest(&members))?;
     let workspace_lock = root.join("Cargo.lock");
@@ -160,6 +204,7 @@ pub fn generate(
     Ok(BenchWorkspace {
         manifest_path,
         programs,
+        stop_time,
     })
 }
 
@@ -214,6 +259,22 @@ fn binary_sources(package: &str, modules: usize, libraries: &[String]) -> Vec<(S
 /// The edit site with `let version = "<version>";`.
 pub fn edit_site_source(version: u32) -> String {
     EDIT_SITE.replace("__VERSION__", &version.to_string())
+}
+
+/// The factor `busy_work::mix` multiplies by at `version`, which `mix(0)` returns: two
+/// bodies alternate after the first edit, so every other edit recreates code an earlier
+/// patch already mapped (as editing back and forth does).
+pub fn busy_work_factor(version: u32) -> u64 {
+    match version {
+        0 => 3,
+        odd if odd % 2 == 1 => 5,
+        _ => 7,
+    }
+}
+
+/// The stop-time program's `busy_work.rs` at `version`.
+fn busy_work_source(version: u32) -> String {
+    BUSY_WORK.replace("__FACTOR__", &busy_work_factor(version).to_string())
 }
 
 /// The workspace manifest. The call-overhead package alone is optimised: the slot's load and
@@ -286,6 +347,14 @@ mod tests {
         let main = &sources[0].1;
         assert!(main.contains("mod m0001;") && main.contains("    p_lib_0::step,\n"));
         assert_ne!(module_source(0), module_source(1));
+    }
+
+    #[test]
+    fn busy_work_alternates_two_bodies_after_the_original() {
+        let factors: Vec<_> = (0..5).map(busy_work_factor).collect();
+        assert_eq!(factors, [3, 5, 7, 5, 7]);
+        assert!(busy_work_source(1).contains("x.wrapping_mul(5).rotate_left(5) ^ 5"));
+        assert!(!STOP_TIME.replace("__BUSY_THREADS__", "8").contains("__"));
     }
 
     #[test]

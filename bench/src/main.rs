@@ -1,12 +1,14 @@
 //! `hotpatch-bench`: how long an edit takes to run in a live program, against the compiler
 //! floor and against rebuild + restart, measured in one run on generated programs of several
-//! sizes; hotpatch's own cost per step, memory, and the `#[hotreload]` call overhead.
+//! sizes; hotpatch's own cost per step, memory, the call overhead of slots and entry redirects,
+//! and how long a patch stops a busy program's threads.
 //!
 //! - [`generator`] writes the programs (one scratch cargo workspace);
 //! - [`measure`] drives a real `hotpatch run` over each (`testkit`'s session; [`readings`] of
 //!   the programs' timestamps and memory), and after every patch times
 //!   the compiler floor ([`floor`]) and `cargo build` + restart ([`rebuild`]) on the same edit;
-//! - [`call_overhead`] times a slot call against a direct call;
+//! - [`call_overhead`] times a slot call and a redirected call against a direct call;
+//! - [`stop_time`] patches a program of busy threads and reads how long each patch stopped them;
 //! - [`report`] turns samples into medians, ratios, target checks and tables.
 
 mod call_overhead;
@@ -16,6 +18,7 @@ mod measure;
 mod readings;
 mod rebuild;
 mod report;
+mod stop_time;
 
 use clap::Parser;
 use generator::{ProgramSpec, CALL_OVERHEAD_PACKAGE};
@@ -64,13 +67,19 @@ fn main() -> ExitCode {
         - the compiler floor: the binary crate's rustc invocation exactly as hotpatch recorded it, with \
         `-C linker=/bin/true` (objects, no link), its own copy of the incremental cache one edit behind, same edit;\n\
         - cargo build + restart: plain `cargo build` of the edit, then the new executable until its first frame.\n\n\
-        Also hotpatch's RSS, the program's RSS growth per patch, patch image sizes, and the ns a #[hotreload] call \
-        adds over a direct call. Prints medians, ratios and the targets met or missed; --json for tools.\n\n\
+        Also hotpatch's RSS, the program's RSS growth per patch, patch image sizes and link times with how the \
+        edits reached the program (entry redirects or slots), and the ns a #[hotreload] call and a call of a \
+        redirected function add over a direct call. Then entry patching's pause: a program whose 8 threads call \
+        a function through a stored fn pointer without pause is patched --stop-patches times (two bodies \
+        alternating), and the time the runtime stopped its threads to write each entry jump is read from \
+        hotpatch's events (median, max; target under 1 ms). Prints medians, ratios and the targets met or \
+        missed; --json for tools.\n\n\
         The first run builds the runtime's dependencies and every program twice (through hotpatch and plainly): \
         about 6 minutes on two cores for the default sizes (7 min 39 s with the release build of the bench itself).",
     after_help = "Examples:\n  \
         cargo run --release -p hotpatch-bench\n  \
         cargo run --release -p hotpatch-bench -- --sizes 1k,10k --repeats 3\n  \
+        cargo run --release -p hotpatch-bench -- --sizes 1k --repeats 2 --stop-patches 6   (quick)\n  \
         cargo run --release -p hotpatch-bench -- --json > bench.json"
 )]
 struct BenchArgs {
@@ -82,6 +91,10 @@ struct BenchArgs {
     /// Edits per program; the tables show medians
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     repeats: u32,
+
+    /// Patches of the busy-threads program whose thread-stop times give the median and max
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    stop_patches: u32,
 
     /// Print the report as one JSON object (medians, targets and every sample) on stdout;
     /// progress still goes to stderr
@@ -124,6 +137,17 @@ fn run(args: &BenchArgs) -> Result<Report> {
         package: CALL_OVERHEAD_PACKAGE.into(),
         target_dir: setup.target_dir.clone(),
     })?;
+    eprintln!(
+        "hotpatch-bench: threads stopped per patch ({} busy threads, {} patches)",
+        generator::BUSY_THREADS,
+        args.stop_patches
+    );
+    let stop_time = stop_time::measure(
+        &setup,
+        &workspace.stop_time,
+        args.stop_patches,
+        &|step: &str| eprintln!("hotpatch-bench: {}: {step}", generator::STOP_TIME_PACKAGE),
+    )?;
     let mut measurements = Vec::new();
     for program in &workspace.programs {
         let progress = |step: &str| eprintln!("hotpatch-bench: {}: {step}", program.package);
@@ -134,6 +158,7 @@ fn run(args: &BenchArgs) -> Result<Report> {
         args.repeats,
         measurements,
         call_overhead,
+        stop_time,
     ))
 }
 

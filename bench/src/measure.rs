@@ -9,6 +9,7 @@ use super::realtime_ns;
 use super::rebuild::CargoBuild;
 use linker_shim::{Error, Result};
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 use testkit::session::{field, Event, Launch, Session};
@@ -17,7 +18,7 @@ use testkit::session::{field, Event, Launch, Session};
 /// runtime's dependencies) from scratch.
 const BUILD_PATIENCE: Duration = Duration::from_secs(600);
 /// One patch of the largest program, on two busy cores.
-const PATCH_PATIENCE: Duration = Duration::from_secs(180);
+pub const PATCH_PATIENCE: Duration = Duration::from_secs(180);
 
 /// Where and with what the programs are built and patched.
 pub struct Setup {
@@ -45,6 +46,8 @@ pub struct Sample {
     pub cargo_build: f64,
     pub restart: f64,
     pub image_bytes: u64,
+    /// Functions the image defines (changed, added, and callers relinked).
+    pub relinked: usize,
 }
 
 /// Resident memory, KiB.
@@ -64,6 +67,9 @@ pub struct ProgramMeasurement {
     pub library_lines: usize,
     pub samples: Vec<Sample>,
     pub memory: Memory,
+    /// The functions whose entries the patches redirected (demangled); empty when every
+    /// edit reached the program through `#[hotreload]` slots.
+    pub redirected: BTreeSet<String>,
 }
 
 /// Measures `program` over `repeats` edits; `progress` gets a line per step.
@@ -82,14 +88,7 @@ pub fn measure(
     progress("plain cargo build (untimed: the usual loop then starts from a warm cache)");
     cargo_build.run()?;
     progress("hotpatch run: build, start, watch");
-    let mut live = Session::start(&Launch {
-        hotpatch_exe: &setup.hotpatch_exe,
-        manifest_path: &setup.manifest_path,
-        package: Some(&program.package),
-        target_dir: &setup.target_dir,
-        program_args: &[],
-        patience: BUILD_PATIENCE,
-    })?;
+    let mut live = start_hotpatch_run(setup, &program.package)?;
     live.wait_line(|line| line.starts_with("first-frame "))?;
     live.patience = PATCH_PATIENCE;
     let floor = CompilerFloor::prepare(
@@ -99,11 +98,12 @@ pub fn measure(
     )?;
     let program_before = resident_kib(live.pid)?.0;
     let mut samples = Vec::new();
+    let mut redirected = BTreeSet::new();
     for version in 1..=repeats {
         let written_at = realtime_ns();
         program.write_version(version)?;
         let (patch, first_call) = wait_for_version(&mut live, version)?;
-        let mut sample = patch_sample(&patch)?;
+        let mut sample = patch_sample(&patch, &mut redirected)?;
         sample.edit_to_running = millis_between(written_at, timestamp_ns(&first_call)?);
         sample.floor = millis(floor.compile()?);
         let usual = cargo_build.rebuild_and_restart()?;
@@ -131,6 +131,19 @@ pub fn measure(
         library_lines: program.library_lines,
         samples,
         memory,
+        redirected,
+    })
+}
+
+/// Starts `hotpatch run` of `package`, with the patience of a first build.
+pub fn start_hotpatch_run(setup: &Setup, package: &str) -> Result<Session> {
+    Session::start(&Launch {
+        hotpatch_exe: &setup.hotpatch_exe,
+        manifest_path: &setup.manifest_path,
+        package: Some(package),
+        target_dir: &setup.target_dir,
+        program_args: &[],
+        patience: BUILD_PATIENCE,
     })
 }
 
@@ -145,14 +158,23 @@ fn wait_for_version(live: &mut Session, version: u32) -> Result<(Event, String)>
     Ok((patch, first_call))
 }
 
-/// hotpatch's timings and the image size from a `patch-applied` event.
-fn patch_sample(event: &Event) -> Result<Sample> {
-    let Event::PatchApplied { ms, image, .. } = event else {
+/// hotpatch's timings and the image size from a `patch-applied` event; adds the functions it
+/// redirected to `redirected`.
+fn patch_sample(event: &Event, redirected: &mut BTreeSet<String>) -> Result<Sample> {
+    let Event::PatchApplied {
+        ms,
+        image,
+        relinked,
+        redirected: entries,
+        ..
+    } = event
+    else {
         return Err(Error::new(format!("not a patch-applied event: {event:?}")));
     };
     let image_bytes = image
         .as_ref()
         .map_or(0, |path| std::fs::metadata(path).map_or(0, |m| m.len()));
+    redirected.extend(entries.iter().cloned());
     Ok(Sample {
         hotpatch_total: ms.total,
         rustc: ms.rustc,
@@ -160,6 +182,7 @@ fn patch_sample(event: &Event) -> Result<Sample> {
         link: ms.link,
         load: ms.load,
         image_bytes,
+        relinked: *relinked,
         ..Sample::default()
     })
 }

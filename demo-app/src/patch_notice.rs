@@ -30,15 +30,20 @@ pub fn current() -> Option<String> {
 }
 
 fn describe(event: &PatchEvent) -> String {
-    let rewired: Vec<&str> = event
+    let mut changed: Vec<String> = event
         .rewired
         .iter()
-        .map(|path| path.strip_prefix("demo_app::").unwrap_or(path))
+        .map(|path| path.strip_prefix("demo_app::").unwrap_or(path).to_owned())
         .collect();
+    match event.entries {
+        0 => {}
+        1 => changed.push("1 function".into()),
+        n => changed.push(format!("{n} functions")),
+    }
     format!(
         "patched (generation {}): {}",
         event.generation,
-        rewired.join(", ")
+        changed.join(", ")
     )
 }
 
@@ -51,10 +56,11 @@ mod tests {
         let event = PatchEvent {
             generation: 3,
             rewired: vec!["demo_app::colour::ball_colour", "demo_app::physics::step"],
+            entries: 2,
         };
         assert_eq!(
             describe(&event),
-            "patched (generation 3): colour::ball_colour, physics::step"
+            "patched (generation 3): colour::ball_colour, physics::step, 2 functions"
         );
     }
 }

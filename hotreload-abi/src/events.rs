@@ -58,6 +58,10 @@ pub enum Event {
         image: Option<PathBuf>,
         reused: bool,
         ms: PatchMillis,
+        /// The local crates compiled for the patch, in order (the binary crate last), each
+        /// with its compiler time.
+        #[serde(default)]
+        crates: Vec<CrateMillis>,
     },
     /// The last patch was undone (`u`, SIGUSR2).
     RolledBack { generation: u64 },
@@ -98,8 +102,12 @@ pub enum RefusalKind {
     NewThreadLocal,
     /// No running `#[hotreload]` function reaches the changed code.
     Unreachable,
-    /// The edited file belongs to another crate than the binary (only it is patched live).
+    /// The edited file belongs to no crate the running program is made of (another binary, a
+    /// library it does not link).
     OtherCrate,
+    /// The edit changes how the program is built: a `Cargo.toml`, a `build.rs`, a proc-macro
+    /// crate. Restart to apply it.
+    NeedsRestart,
     /// The running program's runtime refused the patch (image checks, fingerprints…).
     Runtime,
     /// hotpatch itself failed to make or deliver the patch.
@@ -119,6 +127,14 @@ pub struct PatchMillis {
     /// How long the program's other threads were stopped while entries were rewritten.
     #[serde(default)]
     pub stopped: f64,
+}
+
+/// One crate compiled for a patch and its compiler time, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CrateMillis {
+    /// The crate's name (`--crate-name`).
+    pub name: String,
+    pub ms: f64,
 }
 
 /// How long something took in all, in milliseconds.
@@ -207,13 +223,24 @@ mod tests {
                 image: Some("/t/patch-0.so".into()),
                 reused: false,
                 ms,
+                crates: vec![
+                    CrateMillis {
+                        name: "game".into(),
+                        ms: 120.3,
+                    },
+                    CrateMillis {
+                        name: "demo".into(),
+                        ms: 98.0,
+                    },
+                ],
             },
             json!({"event": "patch-applied", "generation": 1,
                    "changed": ["demo::step::__hotreload_impl"], "added": [], "relinked": 1,
                    "redirected": ["demo::helper"], "unreachable": ["demo::helper"],
                    "notes": ["`demo::main` changed"], "image": "/t/patch-0.so", "reused": false,
                    "ms": {"total": 370.2, "rustc": 334.0, "diff": 5.1, "link": 19.0, "load": 11.3,
-                          "stopped": 0.4}}),
+                          "stopped": 0.4},
+                   "crates": [{"name": "game", "ms": 120.3}, {"name": "demo", "ms": 98.0}]}),
         );
         round_trip(
             Event::PatchApplied {
@@ -227,12 +254,14 @@ mod tests {
                 image: None,
                 reused: true,
                 ms: PatchMillis::default(),
+                crates: vec![],
             },
             json!({"event": "patch-applied", "generation": 2, "changed": [], "added": [],
                    "relinked": 0, "redirected": [], "unreachable": [], "notes": [],
                    "image": null, "reused": true,
                    "ms": {"total": 0.0, "rustc": 0.0, "diff": 0.0, "link": 0.0, "load": 0.0,
-                          "stopped": 0.0}}),
+                          "stopped": 0.0},
+                   "crates": []}),
         );
     }
 
@@ -259,6 +288,7 @@ mod tests {
             (RefusalKind::NewThreadLocal, "new-thread-local"),
             (RefusalKind::Unreachable, "unreachable"),
             (RefusalKind::OtherCrate, "other-crate"),
+            (RefusalKind::NeedsRestart, "needs-restart"),
             (RefusalKind::Runtime, "runtime"),
             (RefusalKind::Failed, "failed"),
         ];

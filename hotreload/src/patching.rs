@@ -57,6 +57,9 @@ pub struct PatchEvent {
     pub generation: u64,
     /// Paths of the slots this patch rewired.
     pub rewired: Vec<&'static str>,
+    /// Function entries this patch redirected or restored (plain functions have no path
+    /// in the runtime: `hotpatch run` names them).
+    pub entries: usize,
 }
 
 type Callback = Arc<dyn Fn(&PatchEvent) + Send + Sync>;
@@ -191,6 +194,7 @@ pub fn apply_patch(updates: &[SlotUpdate], entries: &[EntryChange]) -> Result<Ap
         let event = PatchEvent {
             generation: GENERATION.fetch_add(1, Ordering::AcqRel) + 1,
             rewired: checked.iter().map(|(entry, _)| entry.path).collect(),
+            entries: entries.len(),
         };
         (event, stopped_for)
     };

@@ -33,7 +33,7 @@ pub const MAX_THREADS: usize = 4096;
 /// How long a signalled thread may take to acknowledge before stopping gives up. A thread
 /// handles the signal only once the scheduler runs it: a low-priority thread on a machine
 /// whose cores are busy (a compiler building the next patch) can wait hundreds of ms.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `pause` iterations a stopped thread spins before it sleeps on the futex.
 const SPINS_BEFORE_SLEEP: u32 = 2_000;

@@ -49,6 +49,39 @@ impl RustcInvocation {
         flag_value(&self.args, flag)
     }
 
+    /// The directory rustc writes its outputs to (`--out-dir`, relative to `cwd`).
+    pub fn out_dir(&self) -> PathBuf {
+        self.cwd.join(self.flag_value("--out-dir").unwrap_or("."))
+    }
+
+    /// `-C extra-filename=…`: the suffix cargo gives every output file of the crate.
+    pub fn extra_filename(&self) -> &str {
+        self.args
+            .iter()
+            .find_map(|arg| arg.strip_prefix("extra-filename="))
+            .unwrap_or_default()
+    }
+
+    /// The dep-info file rustc writes into `out_dir`: the crate's source files.
+    pub fn dep_info_in(&self, out_dir: &Path) -> PathBuf {
+        out_dir.join(format!("{}{}.d", self.crate_name, self.extra_filename()))
+    }
+
+    /// The rlib a library crate compiles to in `out_dir`.
+    pub fn rlib_in(&self, out_dir: &Path) -> PathBuf {
+        out_dir.join(format!(
+            "lib{}{}.rlib",
+            self.crate_name,
+            self.extra_filename()
+        ))
+    }
+
+    /// True for a crate whose rlib is linked into executables (`lib`/`rlib`), not a
+    /// proc-macro, binary or build script.
+    pub fn is_library(&self) -> bool {
+        self.crate_types.iter().any(|t| t == "lib" || t == "rlib")
+    }
+
     /// Key under which the latest invocation of this crate is kept.
     pub fn key(&self) -> String {
         let kind = if self.crate_types.iter().any(|t| t == "bin") {

@@ -23,9 +23,9 @@ pub use build_id::read_build_id;
 pub use error::{Context, Error, Result};
 pub use invocation::{flag_value, RustcInvocation};
 pub use link_line::{expand_response_files, CargoLinkEnv, LinkLine};
-pub use revision::{CapturedObject, Revision, RevisionId, TargetKey, TargetKind};
+pub use revision::{CapturedLibrary, CapturedObject, Revision, RevisionId, TargetKey, TargetKind};
 pub use role_request::RoleRequest;
-pub use shim::{run_as_linker, LinkRequest, LINK_REQUEST_ENV};
+pub use shim::{run_as_linker, LinkRequest, LocalLibrary, LINK_REQUEST_ENV};
 pub use store::{RevisionRecord, RevisionWriter, Store, KEEP_PER_TARGET};
 
 /// Milliseconds since the Unix epoch (revision ids and timestamps).

@@ -67,6 +67,15 @@ impl LinkLine {
             .collect()
     }
 
+    /// The archives on the line (`*.rlib`), as absolute paths.
+    pub fn archives(&self) -> Vec<PathBuf> {
+        self.args
+            .iter()
+            .filter(|arg| !arg.starts_with('-') && arg.ends_with(".rlib"))
+            .map(|arg| self.cwd.join(arg))
+            .collect()
+    }
+
     /// The file the link writes (`-o PATH` or `-oPATH`), as an absolute path.
     pub fn output(&self) -> Option<PathBuf> {
         let mut args = self.args.iter();

@@ -99,6 +99,19 @@ pub struct CapturedObject {
     pub stored: String,
 }
 
+/// The objects of one local library crate, taken out of the rlib the link used. They live in
+/// the store's shared pool (see [`crate::Store`]), named by content, so an rlib that two
+/// revisions share is stored once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedLibrary {
+    /// `--crate-name` of the library.
+    pub crate_name: String,
+    /// The rlib on the link line.
+    pub rlib: PathBuf,
+    /// File names in the pool, in archive order.
+    pub objects: Vec<String>,
+}
+
 /// One recorded link. Loaded from `revision.json` in the revision's directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revision {
@@ -109,6 +122,10 @@ pub struct Revision {
     pub capture_only: bool,
     pub link_line: LinkLine,
     pub objects: Vec<CapturedObject>,
+    /// The local library crates linked in (workspace members and path dependencies) whose
+    /// objects were recorded: every one for a base build, the recompiled ones for a patch.
+    #[serde(default)]
+    pub libraries: Vec<CapturedLibrary>,
     /// The executable the link wrote (for capture-only revisions: would have written).
     pub exe: Option<PathBuf>,
     /// Hex of the executable's GNU build-id; the running program reports the same string.
@@ -132,7 +149,25 @@ impl Revision {
     pub fn objects_dir(&self) -> PathBuf {
         objects_dir(&self.dir)
     }
+
+    /// Absolute paths of the pooled objects of `library`.
+    pub fn library_object_paths(&self, library: &CapturedLibrary) -> Vec<PathBuf> {
+        let pool = library_pool_dir(&self.dir);
+        library.objects.iter().map(|name| pool.join(name)).collect()
+    }
 }
+
+/// The store's pool of library objects, from a revision directory (`<root>/revisions/<id>`).
+pub(crate) fn library_pool_dir(revision_dir: &Path) -> PathBuf {
+    let root = revision_dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(revision_dir);
+    root.join(LIBRARY_POOL)
+}
+
+/// Directory of the pool under the store root.
+pub(crate) const LIBRARY_POOL: &str = "library-objects";
 
 pub(crate) const RECORD_FILE: &str = "revision.json";
 

@@ -33,6 +33,16 @@ pub struct LinkRequest {
     pub revision_id: Option<RevisionId>,
     /// JSON file with the rustc invocation to keep in the revision.
     pub invocation: Option<PathBuf>,
+    /// Local library crates whose objects to record when their rlib is on the link line.
+    #[serde(default)]
+    pub libraries: Vec<LocalLibrary>,
+}
+
+/// A library crate of the user's (a workspace member or path dependency) and its rlib.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalLibrary {
+    pub crate_name: String,
+    pub rlib: PathBuf,
 }
 
 impl RoleRequest for LinkRequest {
@@ -62,6 +72,12 @@ fn record_and_link(request: &LinkRequest, args: &[OsString]) -> Result<ExitCode>
     )?;
     for object in line.objects() {
         writer.copy_object(&object)?;
+    }
+    let archives = line.archives();
+    for library in &request.libraries {
+        if archives.contains(&library.rlib) {
+            writer.capture_library(&library.crate_name, &library.rlib)?;
+        }
     }
     if !request.capture_only {
         let status = Command::new(&request.real_linker)

@@ -6,22 +6,35 @@
 //!   cargo/                      cargo's target dir for `hotpatch build` (never the user's)
 //!   revisions/<id>/revision.json + objects/NNN-<name>.o
 //!   revisions/.tmp-<id>/        a link in progress (renamed to <id> when complete)
+//!   library-objects/<hash>-<member>.o   objects of local rlibs, by content, shared by revisions
 //!   rustc/<package>--<crate>--<bin|lib>--<profile>.json   latest rustc run per workspace crate
 //!   pins/<id>@<pid>             revision <id> is the base of the session in process <pid>
 //! ```
 
 use crate::error::{Context, Error, Result};
 use crate::invocation::RustcInvocation;
-use crate::revision::{objects_dir, CapturedObject, Revision, RevisionId, TargetKey, RECORD_FILE};
+use crate::revision::{
+    library_pool_dir, objects_dir, CapturedLibrary, CapturedObject, Revision, RevisionId,
+    TargetKey, LIBRARY_POOL, RECORD_FILE,
+};
+use object::read::archive::ArchiveFile;
 use serde::Serialize;
+use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeSet;
 use std::fs;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// How many revisions of each target survive pruning, on top of the pinned ones.
 pub const KEEP_PER_TARGET: usize = 4;
 
 const TEMP_PREFIX: &str = ".tmp-";
+
+/// A pooled library object no revision refers to is deleted only when it is older than this:
+/// a writer may have just reused it for a revision it has not committed yet (reuse refreshes
+/// the time).
+const POOL_GRACE: Duration = Duration::from_secs(600);
 
 /// Handle on a store directory. Cheap to create; touches the disk only when used.
 #[derive(Debug, Clone)]
@@ -131,6 +144,7 @@ impl Store {
             id,
             temp_dir,
             objects: Vec::new(),
+            libraries: Vec::new(),
             committed: false,
         })
     }
@@ -199,6 +213,32 @@ impl Store {
                 remove_dir(&self.revisions_dir().join(name))?;
             }
         }
+        self.prune_library_pool()
+    }
+
+    /// Deletes pooled library objects that no revision refers to any more.
+    fn prune_library_pool(&self) -> Result<()> {
+        let pool = self.root.join(LIBRARY_POOL);
+        let names = read_dir_names(&pool)?;
+        if names.is_empty() {
+            return Ok(());
+        }
+        let referenced: BTreeSet<String> = self
+            .list()?
+            .into_iter()
+            .flat_map(|revision| revision.libraries)
+            .flat_map(|library| library.objects)
+            .collect();
+        let stale_before = SystemTime::now() - POOL_GRACE;
+        for name in names.iter().filter(|name| !referenced.contains(*name)) {
+            let path = pool.join(name);
+            let old = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified < stale_before);
+            if old {
+                let _ = fs::remove_file(path);
+            }
+        }
         Ok(())
     }
 
@@ -234,6 +274,7 @@ pub struct RevisionWriter {
     id: RevisionId,
     temp_dir: PathBuf,
     objects: Vec<CapturedObject>,
+    libraries: Vec<CapturedLibrary>,
     committed: bool,
 }
 
@@ -275,6 +316,37 @@ impl RevisionWriter {
         Ok(())
     }
 
+    /// Records the objects of the local library `crate_name` from its `rlib`, each in the
+    /// store's pool under a name derived from its content: bytes already pooled (an
+    /// unchanged codegen unit, an rlib recorded before) are not written again.
+    pub fn capture_library(&mut self, crate_name: &str, rlib: &Path) -> Result<()> {
+        let data = fs::read(rlib).context(|| format!("could not read {}", rlib.display()))?;
+        let archive = ArchiveFile::parse(&*data)
+            .context(|| format!("{} is not an rlib archive", rlib.display()))?;
+        let pool = library_pool_dir(&self.temp_dir);
+        fs::create_dir_all(&pool).context(|| format!("could not create {}", pool.display()))?;
+        let mut objects = Vec::new();
+        for member in archive.members() {
+            let member = member.context(|| format!("{}: malformed archive", rlib.display()))?;
+            let member_name = String::from_utf8_lossy(member.name()).into_owned();
+            if !member_name.ends_with(".o") {
+                continue; // `lib.rmeta`: metadata, no code
+            }
+            let bytes = member
+                .data(&*data)
+                .context(|| format!("{}: could not read {member_name}", rlib.display()))?;
+            let name = pooled_name(bytes, &member_name);
+            write_pooled(&pool.join(&name), bytes)?;
+            objects.push(name);
+        }
+        self.libraries.push(CapturedLibrary {
+            crate_name: crate_name.to_owned(),
+            rlib: rlib.to_owned(),
+            objects,
+        });
+        Ok(())
+    }
+
     /// Writes `revision.json` and makes the revision visible in one rename, then prunes
     /// older revisions of the same target.
     pub fn commit(mut self, record: RevisionRecord) -> Result<Revision> {
@@ -286,6 +358,7 @@ impl RevisionWriter {
             capture_only: record.capture_only,
             link_line: record.link_line,
             objects: std::mem::take(&mut self.objects),
+            libraries: std::mem::take(&mut self.libraries),
             exe: record.exe,
             build_id: record.build_id,
             rustc: record.rustc,
@@ -312,6 +385,26 @@ impl Drop for RevisionWriter {
             let _ = fs::remove_dir_all(&self.temp_dir);
         }
     }
+}
+
+/// `<length>-<hash>-<member name>`: equal for equal contents.
+fn pooled_name(bytes: &[u8], member_name: &str) -> String {
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    format!("{}-{:016x}-{member_name}", bytes.len(), hasher.finish())
+}
+
+/// Writes a pooled object unless the pool has it already (then marks it as just used, so a
+/// concurrent prune keeps it).
+fn write_pooled(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Ok(file) = fs::File::options().append(true).open(path) {
+        let _ = file.set_modified(SystemTime::now());
+        return Ok(());
+    }
+    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
+    fs::write(&temp, bytes).context(|| format!("could not write {}", temp.display()))?;
+    fs::rename(&temp, path)
+        .context(|| format!("could not move {} to {}", temp.display(), path.display()))
 }
 
 fn write_json_atomically(path: &Path, value: &impl Serialize) -> Result<()> {

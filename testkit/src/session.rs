@@ -19,7 +19,8 @@ const FAILURES: [&str; 4] = ["compile-error", "patch-refused", "app-exited", "wa
 /// A line hotpatch printed on its stderr.
 #[derive(Debug, Clone)]
 pub enum Report {
-    Event(Event),
+    /// Boxed: a `patch-applied` is large next to a line of text.
+    Event(Box<Event>),
     /// Not an event: cargo's progress or a fatal error of hotpatch, kept so a failure shows it.
     Text(String),
 }
@@ -29,7 +30,7 @@ impl Report {
     /// or JSON of another shape) stays text, so a failing wait still shows it.
     fn parse(line: String) -> Report {
         match serde_json::from_str::<Event>(&line) {
-            Ok(event) => Report::Event(event),
+            Ok(event) => Report::Event(Box::new(event)),
             Err(_) => Report::Text(line),
         }
     }
@@ -163,7 +164,7 @@ impl Session {
                 self.seen.push(report.clone());
                 match &report {
                     Report::Event(event) if report.event_name().as_deref() == Some(name) => {
-                        return Ok(event.clone())
+                        return Ok(Event::clone(event))
                     }
                     _ => passing(&report)?,
                 }
@@ -200,7 +201,7 @@ impl Session {
     /// The events the waits have taken so far, in order.
     pub fn events_seen(&self) -> impl Iterator<Item = &Event> {
         self.seen.iter().filter_map(|report| match report {
-            Report::Event(event) => Some(event),
+            Report::Event(event) => Some(&**event),
             Report::Text(_) => None,
         })
     }
@@ -261,17 +262,33 @@ impl Session {
 }
 
 impl Drop for Session {
+    /// Quits hotpatch as a person would (SIGTERM: it stops the program and removes its socket
+    /// directory and patch images); kills both if that takes too long.
     fn drop(&mut self) {
+        self.program_stdin = None;
+        if matches!(self.hotpatch.try_wait(), Ok(Some(_))) {
+            return; // it quit already (and was reaped: its pid may be reused)
+        }
+        self.signal_hotpatch(libc::SIGTERM);
+        let deadline = Instant::now() + QUIT_PATIENCE;
+        while Instant::now() < deadline {
+            if !matches!(self.hotpatch.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if self.pid != 0 {
             // SAFETY: kill(2) on the program this session started and did not see stop; at
             // worst it is gone already (or, after a crash, its pid was reused).
             unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
         }
-        self.program_stdin = None;
         let _ = self.hotpatch.kill();
         let _ = self.hotpatch.wait();
     }
 }
+
+/// How long a dropped session's hotpatch gets to quit (it gives the program 3 s to stop).
+const QUIT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Sends each line of `stream` as `convert` makes it, on a thread of its own.
 fn forward(
@@ -313,10 +330,9 @@ mod tests {
     #[test]
     fn stderr_lines_are_events_or_text() {
         let event = Report::parse(r#"{"event":"rolled-back","generation":1}"#.into());
-        assert!(matches!(
-            event,
-            Report::Event(Event::RolledBack { generation: 1 })
-        ));
+        assert!(
+            matches!(&event, Report::Event(e) if matches!(**e, Event::RolledBack { generation: 1 }))
+        );
         assert_eq!(event.event_name().as_deref(), Some("rolled-back"));
         for line in ["   Compiling demo v0.1.0", r#"{"event":"rolled-back"}"#] {
             let text = Report::parse(line.into());

@@ -21,5 +21,25 @@ mod missing_symbol;
 mod recovery;
 #[path = "../fixtures/stress.rs"]
 mod stress;
+#[path = "../fixtures/tiny_entry.rs"]
+mod tiny_entry;
 #[path = "../fixtures/type_layouts.rs"]
 mod type_layouts;
+
+// The crates of the workspace fixtures; a crate reaches its dependency as a sibling module.
+#[path = "../fixtures/workspace/app.rs"]
+mod app;
+#[path = "../fixtures/workspace/chain_app.rs"]
+mod chain_app;
+#[path = "../fixtures/workspace/chain_core.rs"]
+mod corelib;
+#[path = "../fixtures/workspace/outside_extra.rs"]
+mod extra;
+#[path = "../fixtures/workspace/game.rs"]
+mod game;
+#[path = "../fixtures/workspace/chain_mid.rs"]
+mod mid;
+#[path = "../fixtures/workspace/outside_app.rs"]
+mod outside_app;
+#[path = "../fixtures/workspace/chain_side.rs"]
+mod side;

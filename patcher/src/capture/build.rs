@@ -3,7 +3,7 @@
 
 use crate::capture::workspace::{cargo_program, Workspace};
 use crate::capture::wrapper::{WrapRequest, WRAP_REQUEST_ENV};
-use crate::commands::args::CargoArgs;
+use crate::commands::args::{CargoArgs, MessageFormat};
 use linker_shim::{
     read_build_id, Context, Error, Result, Revision, RoleRequest, RustcInvocation, Store, TargetKey,
 };
@@ -22,7 +22,8 @@ pub struct BuildOutcome {
     pub revision: Revision,
     /// The executable to run (cargo's copy in `<target-dir>/hotpatch/cargo/<profile>/`).
     pub exe: PathBuf,
-    /// The latest recorded rustc invocation of every workspace crate built through hotpatch.
+    /// The latest recorded rustc invocation of every local crate (workspace members and path
+    /// dependencies) built through hotpatch.
     pub invocations: Vec<RustcInvocation>,
     /// False when cargo found everything fresh and the latest revision was reused.
     pub linked: bool,
@@ -38,15 +39,23 @@ pub fn build(args: &CargoArgs, hotpatch_exe: &Path) -> Result<BuildOutcome> {
     let target = workspace.resolve(selection)?;
     let store = workspace.store(selection);
     let newest_before = store.latest(&target)?.map(|revision| revision.id);
+    let local_packages = Workspace::local_package_dirs(selection.manifest_path.as_deref())?;
+    let cargo = Cargo {
+        args,
+        target: &target,
+        store: &store,
+        hotpatch_exe,
+        local_packages: &local_packages,
+    };
 
-    let mut exe = run_cargo(&["build"], args, &target, &store, hotpatch_exe)?;
+    let mut exe = cargo.run(&["build"])?;
     let mut build_id = read_build_id(&exe)?;
     let mut revision = matching_revision(&store, &target, build_id.as_deref())?;
     if revision.is_none() {
         // Cargo considered the executable fresh, but its revision is gone (pruned, or the
         // store was deleted): make cargo compile and link it again.
-        run_cargo(&["clean"], args, &target, &store, hotpatch_exe)?;
-        exe = run_cargo(&["build"], args, &target, &store, hotpatch_exe)?;
+        cargo.run(&["clean"])?;
+        exe = cargo.run(&["build"])?;
         build_id = read_build_id(&exe)?;
         revision = matching_revision(&store, &target, build_id.as_deref())?;
     }
@@ -63,9 +72,10 @@ pub fn build(args: &CargoArgs, hotpatch_exe: &Path) -> Result<BuildOutcome> {
         .into_iter()
         .filter(|invocation| {
             invocation.profile == target.profile
-                && workspace
-                    .package_names()
-                    .any(|name| name == invocation.package)
+                && invocation
+                    .env
+                    .get("CARGO_MANIFEST_DIR")
+                    .is_some_and(|dir| local_packages.iter().any(|local| local == Path::new(dir)))
         })
         .collect();
     Ok(BuildOutcome {
@@ -94,68 +104,117 @@ fn matching_revision(
         .find(|revision| revision.build_id.as_deref() == Some(build_id)))
 }
 
-/// Runs `cargo build` (returns the executable) or `cargo clean` for exactly `target`.
-fn run_cargo(
-    subcommand: &[&str],
-    args: &CargoArgs,
-    target: &TargetKey,
-    store: &Store,
-    hotpatch_exe: &Path,
-) -> Result<PathBuf> {
-    let building = subcommand == ["build"];
-    let mut cargo = Command::new(cargo_program());
-    cargo
-        .args(subcommand)
-        .arg("--target-dir")
-        .arg(store.cargo_target_dir())
-        .args(["-p", &target.package]);
-    if let Some(manifest) = &args.selection.manifest_path {
-        cargo.arg("--manifest-path").arg(manifest);
-    }
-    if args.selection.release {
-        cargo.arg("--release");
-    }
-    if building {
+/// Cargo as hotpatch runs it for one target.
+struct Cargo<'a> {
+    args: &'a CargoArgs,
+    target: &'a TargetKey,
+    store: &'a Store,
+    hotpatch_exe: &'a Path,
+    local_packages: &'a [PathBuf],
+}
+
+impl Cargo<'_> {
+    /// Runs `cargo build` (returns the executable) or `cargo clean` for exactly `target`.
+    fn run(&self, subcommand: &[&str]) -> Result<PathBuf> {
+        let Cargo {
+            args,
+            target,
+            store,
+            hotpatch_exe,
+            local_packages,
+        } = *self;
+        let building = subcommand == ["build"];
+        // For tools, hotpatch's stderr carries only JSON events: cargo stays quiet and its
+        // errors come back inside hotpatch's.
+        let for_tools = args.output.message_format == MessageFormat::Json;
+        let mut cargo = Command::new(cargo_program());
         cargo
-            .args([target.kind.cargo_flag(), &target.name])
-            .args(args.feature_flags())
-            .arg("--message-format=json-render-diagnostics")
-            .env("RUSTC_WORKSPACE_WRAPPER", hotpatch_exe)
-            .env(
-                WRAP_REQUEST_ENV,
-                WrapRequest {
-                    store: store.root().to_owned(),
-                    target: target.clone(),
-                }
-                .to_env_value(),
-            )
-            .stdout(Stdio::piped());
-    } else {
-        cargo.arg("--quiet");
-    }
-    let mut child = cargo
-        .spawn()
-        .context(|| format!("could not run `{}`", cargo_program().display()))?;
-    let mut exe = None;
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let line = line.context(|| "could not read cargo's output".into())?;
-            exe = exe.or_else(|| executable_of(&line, target));
+            .args(subcommand)
+            .arg("--target-dir")
+            .arg(store.cargo_target_dir())
+            .args(["-p", &target.package]);
+        if let Some(manifest) = &args.selection.manifest_path {
+            cargo.arg("--manifest-path").arg(manifest);
+        }
+        if args.selection.release {
+            cargo.arg("--release");
+        }
+        if building {
+            cargo
+                .args([target.kind.cargo_flag(), &target.name])
+                .args(args.feature_flags())
+                .arg(if for_tools {
+                    "--message-format=json"
+                } else {
+                    "--message-format=json-render-diagnostics"
+                })
+                .env("RUSTC_WRAPPER", hotpatch_exe)
+                .env_remove("RUSTC_WORKSPACE_WRAPPER")
+                .env(
+                    WRAP_REQUEST_ENV,
+                    WrapRequest {
+                        store: store.root().to_owned(),
+                        target: target.clone(),
+                        local_packages: local_packages.to_vec(),
+                        outer_wrapper: std::env::var_os("RUSTC_WRAPPER")
+                            .filter(|wrapper| !wrapper.is_empty())
+                            .map(PathBuf::from),
+                    }
+                    .to_env_value(),
+                )
+                .stdout(Stdio::piped());
+        }
+        if for_tools || !building {
+            cargo.arg("--quiet");
+        }
+        let mut child = cargo
+            .spawn()
+            .context(|| format!("could not run `{}`", cargo_program().display()))?;
+        let mut exe = None;
+        let mut errors = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.context(|| "could not read cargo's output".into())?;
+                exe = exe.or_else(|| executable_of(&line, target));
+                errors.push_str(&rendered_error(&line).unwrap_or_default());
+            }
+        }
+        let status = child.wait().context(|| "could not wait for cargo".into())?;
+        if !status.success() {
+            let shown = if errors.is_empty() {
+                "; see the errors above".to_owned()
+            } else {
+                format!(":\n{errors}")
+            };
+            return Err(Error::new(format!(
+                "`cargo {}` for {target} failed ({status}){shown}",
+                subcommand[0]
+            )));
+        }
+        match (building, exe) {
+            (true, None) => Err(Error::new(format!(
+                "cargo reported no executable for {target}"
+            ))),
+            (_, exe) => Ok(exe.unwrap_or_default()),
         }
     }
-    let status = child.wait().context(|| "could not wait for cargo".into())?;
-    if !status.success() {
-        return Err(Error::new(format!(
-            "`cargo {}` for {target} failed ({status}); see the errors above",
-            subcommand[0]
-        )));
+}
+
+/// The rendered text of a `compiler-message` that is an error (cargo's JSON messages).
+fn rendered_error(line: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct CompilerMessage {
+        reason: String,
+        message: Diagnostic,
     }
-    match (building, exe) {
-        (true, None) => Err(Error::new(format!(
-            "cargo reported no executable for {target}"
-        ))),
-        (_, exe) => Ok(exe.unwrap_or_default()),
+    #[derive(Deserialize)]
+    struct Diagnostic {
+        level: String,
+        rendered: Option<String>,
     }
+    let message: CompilerMessage = serde_json::from_str(line).ok()?;
+    (message.reason == "compiler-message" && message.message.level == "error")
+        .then_some(message.message.rendered)?
 }
 
 /// The `executable` of a `compiler-artifact` message for `target`.

@@ -20,6 +20,9 @@ pub struct Workspace {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Package {
     pub name: String,
+    /// Where it comes from (a registry, git); `None` for a local package on disk.
+    #[serde(default)]
+    pub source: Option<String>,
     pub manifest_path: PathBuf,
     pub targets: Vec<Target>,
     pub default_run: Option<String>,
@@ -60,8 +63,26 @@ impl Workspace {
     /// Runs `cargo metadata --no-deps` for the workspace of `manifest_path` (or of the
     /// current directory).
     pub fn load(manifest_path: Option<&Path>) -> Result<Workspace> {
+        Workspace::metadata(manifest_path, &["--no-deps"])
+    }
+
+    /// The directories of the local packages of the build: the members and every path
+    /// dependency, wherever it lives (`cargo metadata` with dependencies resolved).
+    pub fn local_package_dirs(manifest_path: Option<&Path>) -> Result<Vec<PathBuf>> {
+        let resolved = Workspace::metadata(manifest_path, &[])?;
+        Ok(resolved
+            .packages
+            .iter()
+            .filter(|package| package.source.is_none())
+            .map(|package| package.dir().to_owned())
+            .collect())
+    }
+
+    fn metadata(manifest_path: Option<&Path>, flags: &[&str]) -> Result<Workspace> {
         let mut cargo = Command::new(cargo_program());
-        cargo.args(["metadata", "--no-deps", "--format-version", "1"]);
+        cargo
+            .args(["metadata", "--format-version", "1"])
+            .args(flags);
         if let Some(path) = manifest_path {
             cargo.arg("--manifest-path").arg(path);
         }
@@ -185,4 +206,228 @@ impl Workspace {
 /// The cargo that started us (`$CARGO`), else `cargo` from `PATH`.
 pub fn cargo_program() -> PathBuf {
     std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A package as `cargo metadata` lists it (with a few of the fields we ignore), in `dir`.
+    fn package(name: &str, dir: &Path, targets: &[(&str, &str)]) -> serde_json::Value {
+        json!({
+            "name": name,
+            "version": "0.1.0",
+            "id": format!("path+file://{}#{name}@0.1.0", dir.display()),
+            "manifest_path": dir.join("Cargo.toml"),
+            "default_run": null,
+            "edition": "2021",
+            "targets": targets.iter().map(|(target, kind)| json!({
+                "name": target,
+                "kind": [kind],
+                "crate_types": [kind],
+                "src_path": dir.join("src").join(format!("{target}.rs")),
+                "edition": "2021",
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn workspace(packages: Vec<serde_json::Value>) -> Workspace {
+        let metadata = json!({
+            "packages": packages,
+            "workspace_members": [],
+            "workspace_root": "/nonexistent/ws",
+            "target_directory": "/nonexistent/ws/target",
+            "version": 1,
+        });
+        serde_json::from_str(&metadata.to_string()).expect("cargo metadata parses")
+    }
+
+    fn ws_dir(name: &str) -> PathBuf {
+        Path::new("/nonexistent/ws").join(name)
+    }
+
+    fn selection() -> TargetSelection {
+        TargetSelection::default()
+    }
+
+    fn key(package: &str, kind: TargetKind, name: &str, profile: &str) -> TargetKey {
+        TargetKey {
+            package: package.into(),
+            kind,
+            name: name.into(),
+            profile: profile.into(),
+        }
+    }
+
+    fn error_of(workspace: &Workspace, selection: &TargetSelection) -> String {
+        workspace.resolve(selection).unwrap_err().to_string()
+    }
+
+    /// `core` (a library only), `app` (binaries `app` and `tool`, example `demo`), `server`.
+    fn three_packages() -> Workspace {
+        workspace(vec![
+            package("core", &ws_dir("core"), &[("core", "lib")]),
+            package(
+                "app",
+                &ws_dir("app"),
+                &[("app", "bin"), ("tool", "bin"), ("demo", "example")],
+            ),
+            package("server", &ws_dir("server"), &[("server", "bin")]),
+        ])
+    }
+
+    #[test]
+    fn cargo_metadata_output_parses() {
+        let ws = three_packages();
+        assert_eq!(ws.root, Path::new("/nonexistent/ws"));
+        assert_eq!(ws.target_dir, Path::new("/nonexistent/ws/target"));
+        assert_eq!(
+            ws.package_names().collect::<Vec<_>>(),
+            ["core", "app", "server"]
+        );
+        let app = &ws.packages[1];
+        assert_eq!(app.dir(), ws_dir("app"));
+        assert_eq!(app.default_run, None);
+        assert_eq!(app.targets[2].executable_kind(), Some(TargetKind::Example));
+        assert_eq!(ws.packages[0].targets[0].executable_kind(), None);
+    }
+
+    #[test]
+    fn the_only_package_with_a_binary_is_chosen() {
+        let ws = workspace(vec![
+            package("core", &ws_dir("core"), &[("core", "lib")]),
+            package("app", &ws_dir("app"), &[("app", "bin"), ("app", "lib")]),
+        ]);
+        assert_eq!(
+            ws.resolve(&selection()).unwrap(),
+            key("app", TargetKind::Bin, "app", "dev")
+        );
+    }
+
+    #[test]
+    fn several_binaries_need_a_choice() {
+        let ws = three_packages();
+        let error = error_of(&ws, &selection());
+        assert!(error.contains("could not determine which bin"), "{error}");
+        assert!(
+            error.contains("app (package app), tool (package app), server (package server)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn package_and_bin_choose() {
+        let ws = three_packages();
+        let server = TargetSelection {
+            package: Some("server".into()),
+            ..selection()
+        };
+        assert_eq!(
+            ws.resolve(&server).unwrap(),
+            key("server", TargetKind::Bin, "server", "dev")
+        );
+        let tool = TargetSelection {
+            bin: Some("tool".into()),
+            release: true,
+            ..selection()
+        };
+        assert_eq!(
+            ws.resolve(&tool).unwrap(),
+            key("app", TargetKind::Bin, "tool", "release")
+        );
+    }
+
+    #[test]
+    fn default_run_picks_among_a_packages_binaries() {
+        let mut app = package("app", &ws_dir("app"), &[("app", "bin"), ("tool", "bin")]);
+        let only_app = TargetSelection {
+            package: Some("app".into()),
+            ..selection()
+        };
+        let error = error_of(&workspace(vec![app.clone()]), &only_app);
+        assert!(error.contains("use `--bin NAME`"), "{error}");
+        app["default_run"] = json!("tool");
+        assert_eq!(
+            workspace(vec![app]).resolve(&only_app).unwrap(),
+            key("app", TargetKind::Bin, "tool", "dev")
+        );
+    }
+
+    #[test]
+    fn examples_are_chosen_with_example() {
+        let ws = three_packages();
+        let demo = TargetSelection {
+            example: Some("demo".into()),
+            ..selection()
+        };
+        assert_eq!(
+            ws.resolve(&demo).unwrap(),
+            key("app", TargetKind::Example, "demo", "dev")
+        );
+        let missing = TargetSelection {
+            example: Some("app".into()),
+            ..selection()
+        };
+        let error = error_of(&ws, &missing);
+        assert_eq!(
+            error,
+            "no example target named `app`; available: demo (package app)"
+        );
+    }
+
+    #[test]
+    fn missing_targets_and_packages_are_explained() {
+        let ws = three_packages();
+        let nope = TargetSelection {
+            bin: Some("nope".into()),
+            ..selection()
+        };
+        assert!(error_of(&ws, &nope)
+            .starts_with("no bin target named `nope`; available: app (package app)"));
+        let unknown = TargetSelection {
+            package: Some("nope".into()),
+            ..selection()
+        };
+        assert_eq!(
+            error_of(&ws, &unknown),
+            "package `nope` is not in the workspace; members: core, app, server"
+        );
+        let libraries = workspace(vec![package("core", &ws_dir("core"), &[("core", "lib")])]);
+        assert_eq!(
+            error_of(&libraries, &selection()),
+            "no bin target to build; available: none"
+        );
+    }
+
+    #[test]
+    fn the_package_of_the_manifest_given_is_the_innermost_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let member = root.join("tools");
+        std::fs::create_dir_all(&member).unwrap();
+        for manifest in [root.join("Cargo.toml"), member.join("Cargo.toml")] {
+            std::fs::write(manifest, "").unwrap();
+        }
+        let ws = workspace(vec![
+            package("root-app", &root, &[("root-app", "bin")]),
+            package("tools", &member, &[("tools", "bin")]),
+        ]);
+        let in_member = TargetSelection {
+            manifest_path: Some(member.join("Cargo.toml")),
+            ..selection()
+        };
+        assert_eq!(
+            ws.resolve(&in_member).unwrap(),
+            key("tools", TargetKind::Bin, "tools", "dev")
+        );
+        let in_root = TargetSelection {
+            manifest_path: Some(root.join("Cargo.toml")),
+            ..selection()
+        };
+        assert_eq!(
+            ws.resolve(&in_root).unwrap(),
+            key("root-app", TargetKind::Bin, "root-app", "dev")
+        );
+    }
 }

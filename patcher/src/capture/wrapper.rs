@@ -1,12 +1,16 @@
-//! The rustc-wrapper role: cargo runs `hotpatch` as `RUSTC_WORKSPACE_WRAPPER` for every
-//! workspace crate. The wrapper records the exact invocation (arguments, environment,
-//! directory) so a patch can recompile one crate without cargo, and routes the link of the
-//! binary being built through the linker shim, linked fat so later patches find any std
-//! function they call.
+//! The rustc-wrapper role: cargo runs `hotpatch` as `RUSTC_WRAPPER` for every crate. For
+//! each *local* crate (a workspace member or a path dependency, never a registry crate) the
+//! wrapper records the exact invocation (arguments, environment, directory) so a patch can
+//! recompile it without cargo, and it routes the link of the binary being built through the
+//! linker shim, linked fat so later patches find any std function they call; the shim also
+//! records the objects of the local libraries linked in.
+//!
+//! `RUSTC_WRAPPER` rather than `RUSTC_WORKSPACE_WRAPPER`: cargo runs the latter only for
+//! workspace members, and a path dependency outside the workspace root is none.
 
 use linker_shim::{
-    flag_value, Context, Error, LinkRequest, Result, RoleRequest, RustcInvocation, Store,
-    TargetKey, LINK_REQUEST_ENV,
+    flag_value, Context, Error, LinkRequest, LocalLibrary, Result, RoleRequest, RustcInvocation,
+    Store, TargetKey, LINK_REQUEST_ENV,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -42,6 +46,10 @@ pub struct WrapRequest {
     pub store: PathBuf,
     /// The executable whose link is recorded.
     pub target: TargetKey,
+    /// Directories of the local packages: only their crates are recorded.
+    pub local_packages: Vec<PathBuf>,
+    /// The `RUSTC_WRAPPER` the person had set (sccache…), still run for the other crates.
+    pub outer_wrapper: Option<PathBuf>,
 }
 
 impl RoleRequest for WrapRequest {
@@ -71,18 +79,28 @@ fn wrap(request: &WrapRequest, args: &[OsString]) -> Result<Command> {
                 .map_err(|arg| Error::new(format!("non-UTF-8 compiler argument {arg:?}")))
         })
         .collect::<Result<_>>()?;
-    let mut command = Command::new(rustc);
-    command.env_remove(WRAP_REQUEST_ENV);
     // Cargo also runs the wrapper to probe the compiler (`rustc - --crate-name ___ --print …`):
-    // only compilations of a package's source file are recorded.
+    // only compilations of a local package's source file are recorded.
     let package = std::env::var("CARGO_PKG_NAME").ok();
     let crate_name = flag_value(&rustc_args, "--crate-name").map(str::to_owned);
-    let (Some(package), Some(crate_name), Some(source)) =
-        (package, crate_name, crate_root(&rustc_args))
+    let is_local = std::env::var_os("CARGO_MANIFEST_DIR")
+        .is_some_and(|dir| request.local_packages.iter().any(|local| *local == dir));
+    let (Some(package), Some(crate_name), Some(source), true) =
+        (package, crate_name, crate_root(&rustc_args), is_local)
     else {
-        command.args(&rustc_args);
+        let mut command = match &request.outer_wrapper {
+            Some(outer) => {
+                let mut command = Command::new(outer);
+                command.arg(rustc);
+                command
+            }
+            None => Command::new(rustc),
+        };
+        command.env_remove(WRAP_REQUEST_ENV).args(&rustc_args);
         return Ok(command);
     };
+    let mut command = Command::new(rustc);
+    command.env_remove(WRAP_REQUEST_ENV);
     let crate_types: Vec<String> = collect_flag_values(&rustc_args, "--crate-type");
     let is_recorded_binary = crate_types.iter().any(|t| t == "bin")
         && package == request.target.package
@@ -116,11 +134,26 @@ fn wrap(request: &WrapRequest, args: &[OsString]) -> Result<Command> {
             capture_only: false,
             revision_id: None,
             invocation: Some(invocation_file),
+            libraries: local_libraries(&store, &request.target.profile)?,
         };
         command.env(LINK_REQUEST_ENV, link.to_env_value());
     }
     command.args(invocation.compiler_args(&current_exe()?));
     Ok(command)
+}
+
+/// The local libraries compiled so far in `profile` (cargo compiles a binary's dependencies
+/// before it), with the rlib each compiled to.
+fn local_libraries(store: &Store, profile: &str) -> Result<Vec<LocalLibrary>> {
+    Ok(store
+        .invocations()?
+        .into_iter()
+        .filter(|invocation| invocation.is_library() && invocation.profile == profile)
+        .map(|invocation| LocalLibrary {
+            rlib: invocation.rlib_in(&invocation.out_dir()),
+            crate_name: invocation.crate_name,
+        })
+        .collect())
 }
 
 /// The linker the user or cargo configured (`-C linker=…`), else `cc` like rustc.

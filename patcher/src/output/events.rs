@@ -9,7 +9,9 @@ use crate::output::report;
 use crate::pipeline::diff::demangle;
 use crate::pipeline::Refused;
 use crate::session::PreparedPatch;
-use hotreload_abi::events::{self as abi, millis, PatchMillis, RefusalKind, TotalMillis};
+use hotreload_abi::events::{
+    self as abi, millis, CrateMillis, PatchMillis, RefusalKind, TotalMillis,
+};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -123,13 +125,20 @@ impl Reporter {
                 millis(*load),
             ),
             Event::PatchApplied { patch, load, total, .. } => {
+                let crates: Vec<String> = patch
+                    .timings
+                    .crates
+                    .iter()
+                    .map(|build| format!("{} {:.0}", build.name, millis(build.duration)))
+                    .collect();
                 let mut line = format!(
-                    "{:>12} {program}: {} changed, {} added in {:.0} ms (rustc {:.0}, diff {:.0}, link {:.0}, load {:.0})",
+                    "{:>12} {program}: {} changed, {} added in {:.0} ms (rustc {:.0} [{}], diff {:.0}, link {:.0}, load {:.0})",
                     "Patched",
                     patch.plan.changed.len(),
                     patch.plan.added.len(),
                     millis(*total),
                     millis(patch.timings.rustc),
+                    crates.join(", "),
                     millis(patch.timings.diff),
                     millis(patch.timings.link),
                     millis(*load),
@@ -201,6 +210,15 @@ fn typed(event: &Event<'_>) -> abi::Event {
                 load: millis(*load),
                 stopped: millis(*stopped),
             },
+            crates: patch
+                .timings
+                .crates
+                .iter()
+                .map(|build| CrateMillis {
+                    name: build.name.clone(),
+                    ms: millis(build.duration),
+                })
+                .collect(),
         },
         Event::RolledBack { generation } => abi::Event::RolledBack {
             generation: *generation,

@@ -229,3 +229,175 @@ fn renamed_data(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::objects::symbols::synthetic::{function, index, mangled, symbol};
+
+    fn names(diff: &SymbolDiff, status: ChangeStatus) -> Vec<&str> {
+        diff.with_status(status)
+            .map(|s| s.demangled.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn symbols_are_classified_by_name_and_fingerprint() {
+        let old = [
+            function("app::edited"),
+            function("app::same"),
+            function("app::gone"),
+        ];
+        let new = [
+            function("app::edited").version(1),
+            function("app::same"),
+            function("app::fresh"),
+        ];
+        let diff = SymbolDiff::between(&index(&old), &index(&new));
+        assert_eq!(names(&diff, ChangeStatus::Changed), ["app::edited"]);
+        assert_eq!(names(&diff, ChangeStatus::Unchanged), ["app::same"]);
+        assert_eq!(names(&diff, ChangeStatus::Added), ["app::fresh"]);
+        assert_eq!(names(&diff, ChangeStatus::Removed), ["app::gone"]);
+        let statuses: Vec<_> = diff.symbols.iter().map(|s| s.status).collect();
+        assert!(statuses.is_sorted(), "ordered by status: {statuses:?}");
+        assert!(!diff.is_empty());
+        assert!(diff.layout_changes.is_empty());
+        let removed = diff.with_status(ChangeStatus::Removed).next().unwrap();
+        assert_eq!(removed.definitions, old[2].definitions);
+    }
+
+    #[test]
+    fn identical_revisions_differ_in_nothing() {
+        let symbols = [function("app::f"), symbol("app::TABLE", SymbolKind::Data)];
+        let diff = SymbolDiff::between(&index(&symbols), &index(&symbols));
+        assert!(diff.is_empty());
+        assert_eq!(diff.count(ChangeStatus::Unchanged), 2);
+    }
+
+    #[test]
+    fn data_that_changed_size_or_section_is_a_layout_change() {
+        let old = [
+            symbol("app::GROWN", SymbolKind::Data).laid_out(8, ".bss"),
+            symbol("app::MOVED", SymbolKind::Data).laid_out(8, ".bss"),
+            symbol("app::KEPT", SymbolKind::Data).laid_out(8, ".bss"),
+            function("app::f").laid_out(8, ".text"),
+        ];
+        let new = [
+            symbol("app::GROWN", SymbolKind::Data).laid_out(16, ".bss"),
+            symbol("app::MOVED", SymbolKind::Data).laid_out(8, ".data"),
+            symbol("app::KEPT", SymbolKind::Data)
+                .laid_out(8, ".bss")
+                .version(1),
+            // A function may change size: its callers are relinked, nothing is migrated.
+            function("app::f").laid_out(32, ".text"),
+        ];
+        let diff = SymbolDiff::between(&index(&old), &index(&new));
+        let changes: Vec<_> = diff
+            .layout_changes
+            .iter()
+            .map(|c| {
+                (
+                    c.demangled.as_str(),
+                    c.old_size,
+                    c.new_size,
+                    c.old_section.as_str(),
+                    c.new_section.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("app::GROWN", 8, 16, ".bss", ".bss"),
+                ("app::MOVED", 8, 8, ".bss", ".data")
+            ]
+        );
+        assert_eq!(diff.layout_changes[0].old, diff.layout_changes[0].new);
+    }
+
+    #[test]
+    fn renamed_data_is_paired_by_its_path() {
+        let old = [
+            symbol("app::STATE", SymbolKind::Data).laid_out(8, ".bss"),
+            function("app::f"),
+        ];
+        let new = [
+            symbol("app::STATE", SymbolKind::Data)
+                .laid_out(24, ".bss")
+                .renamed(0xfeed),
+            // Functions renamed are removed + added, not a layout change.
+            function("app::f").renamed(0xfeed),
+        ];
+        let diff = SymbolDiff::between(&index(&old), &index(&new));
+        assert_eq!(diff.layout_changes.len(), 1, "{:?}", diff.layout_changes);
+        let change = &diff.layout_changes[0];
+        assert_eq!(change.demangled, "app::STATE");
+        assert_eq!(
+            (change.old.as_str(), change.new.as_str()),
+            (old[0].name.as_str(), new[0].name.as_str())
+        );
+        assert_ne!(change.old, change.new);
+        assert_eq!((change.old_size, change.new_size), (8, 24));
+    }
+
+    #[test]
+    fn renamed_data_with_an_ambiguous_path_is_not_paired() {
+        let old = [symbol("app::X", SymbolKind::Data)];
+        let new = [
+            symbol("app::X", SymbolKind::Data).renamed(1),
+            symbol("app::X", SymbolKind::Data).renamed(2),
+        ];
+        let diff = SymbolDiff::between(&index(&old), &index(&new));
+        assert!(diff.layout_changes.is_empty());
+        assert_eq!(diff.count(ChangeStatus::Added), 2);
+    }
+
+    /// Demangled names, sorted.
+    fn paths<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        names
+            .into_iter()
+            .map(demangle)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// `top → root → middle → leaf`, plus `other → leaf`, and `middle ↔ twin` (a cycle); in
+    /// the old revision only, `gone → leaf`.
+    fn call_graph() -> SymbolDiff {
+        let leaf = function("app::leaf");
+        let middle = function("app::middle").referring_to(&[&leaf, &function("app::twin")]);
+        let twin = function("app::twin").referring_to(&[&middle]);
+        let root = function("app::root").referring_to(&[&middle]);
+        let top = function("app::top").referring_to(&[&root]);
+        let other = function("app::other").referring_to(&[&leaf]);
+        let gone = function("app::gone").referring_to(&[&leaf]);
+        let new = [leaf, middle, twin, root, top, other];
+        let old = new.iter().chain([&gone]);
+        SymbolDiff::between(&index(old), &index(&new))
+    }
+
+    #[test]
+    fn referrers_are_the_direct_referrers_in_the_new_revision() {
+        let diff = call_graph();
+        let referrers = paths(diff.referrers_of(&mangled("app::leaf")));
+        assert_eq!(referrers, ["app::middle", "app::other"]);
+        assert_eq!(diff.referrers_of(&mangled("app::top")).count(), 0);
+        assert_eq!(diff.referrers_of("not-a-symbol").count(), 0);
+    }
+
+    #[test]
+    fn referrer_closure_stops_at_roots() {
+        let diff = call_graph();
+        let root = mangled("app::root");
+        let closure = diff.referrer_closure([mangled("app::leaf").as_str()], |name| name == root);
+        let reached = paths(closure.iter().map(String::as_str));
+        // `root` is included, `top` (which calls only `root`) is not; the cycle ends.
+        assert_eq!(
+            reached,
+            ["app::middle", "app::other", "app::root", "app::twin"]
+        );
+        let without_roots = diff.referrer_closure([mangled("app::leaf").as_str()], |_| false);
+        assert!(without_roots.contains(&mangled("app::top")));
+    }
+}

@@ -22,20 +22,32 @@ use objects::exe::BaseExecutable;
 use objects::registry::implementation_fingerprints;
 use objects::symbols::SymbolIndex;
 use plan::{plan, EntryPolicy, PatchPlan, Refusal};
-use recompile::{recompile, RecompileError};
+use recompile::crates::CrateIndex;
+use recompile::{recompile_edit, RecompileError};
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
-/// Recompiles the sources, diffs them against the running base, plans, checks and links a
-/// patch. `Ok(None)`: nothing the program runs would change.
-pub fn prepare(session: &mut Session) -> Result<Option<PreparedPatch>, PatchFailure> {
+/// Recompiles what an edit of the `edited` crates touches, diffs it against the running base,
+/// plans, checks and links a patch. `Ok(None)`: nothing the program runs would change.
+pub fn prepare(
+    session: &mut Session,
+    edited: &BTreeSet<CrateIndex>,
+) -> Result<Option<PreparedPatch>, PatchFailure> {
     let mut timings = Timings::default();
     let started = Instant::now();
-    let recompiled = recompile(&session.store, &session.base, &session.hotpatch_exe)?;
+    let recompiled = recompile_edit(
+        &session.store,
+        &session.base,
+        &mut session.builds,
+        edited,
+        &session.hotpatch_exe,
+    )?;
     timings.rustc = started.elapsed();
+    timings.crates = recompiled.crates;
 
     let started = Instant::now();
-    let objects = session.objects.read(&recompiled.revision)?;
+    let objects = session.objects.read(&recompiled.revision, &session.base)?;
     let index = SymbolIndex::of(&objects);
     let diff = SymbolDiff::between(&session.base_index, &index);
     let Some(mut plan) = plan(&diff, &RunningEntries::of(session))? else {
@@ -54,7 +66,7 @@ pub fn prepare(session: &mut Session) -> Result<Option<PreparedPatch>, PatchFail
     let started = Instant::now();
     let fingerprints = implementation_fingerprints(&objects, &plan.objects);
     check_signatures(&plan, &session.slots, &fingerprints)?;
-    let image = link::link_patch(session, &plan, &recompiled.revision)?;
+    let image = link::link_patch(session, &plan, &recompiled.revision, &objects.paths())?;
     timings.link = started.elapsed();
     let targets = targets_in(session, &image, &fingerprints, &plan)?;
     Ok(Some(session.towards(targets, Some(image), plan, timings)))

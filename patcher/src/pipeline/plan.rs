@@ -274,3 +274,282 @@ pub fn plan(diff: &SymbolDiff, entries: &dyn EntryPolicy) -> Result<Option<Patch
     plan.unreachable = unreachable.into_iter().map(|(name, _)| name).collect();
     Ok(Some(plan))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::objects::symbols::synthetic::{function, index, mangled, symbol};
+    use crate::pipeline::objects::symbols::IndexedSymbol;
+
+    /// Every entry takes a jump except those listed (by demangled path, with why not).
+    #[derive(Default)]
+    struct Entries {
+        refused: Vec<(&'static str, &'static str)>,
+        running_forever: Option<&'static str>,
+    }
+
+    impl Entries {
+        fn refusing(paths: &[&'static str]) -> Entries {
+            Entries {
+                refused: paths.iter().map(|path| (*path, "too short")).collect(),
+                running_forever: None,
+            }
+        }
+    }
+
+    impl EntryPolicy for Entries {
+        fn redirectable(&self, mangled: &str) -> Result<(), String> {
+            let path = demangle(mangled);
+            match self.refused.iter().find(|(refused, _)| *refused == path) {
+                Some((_, why)) => Err(why.to_string()),
+                None => Ok(()),
+            }
+        }
+
+        fn runs_forever(&self, mangled: &str) -> bool {
+            self.running_forever == Some(demangle(mangled).as_str())
+        }
+    }
+
+    fn plan_between(
+        old: &[IndexedSymbol],
+        new: &[IndexedSymbol],
+        entries: &Entries,
+    ) -> Result<Option<PatchPlan>, Refusal> {
+        plan(&SymbolDiff::between(&index(old), &index(new)), entries)
+    }
+
+    /// Demangled names, sorted.
+    fn paths(names: &BTreeSet<String>) -> Vec<String> {
+        let mut paths: Vec<_> = names.iter().map(|name| demangle(name)).collect();
+        paths.sort();
+        paths
+    }
+
+    fn objects(paths: &[&str]) -> BTreeSet<PathBuf> {
+        paths
+            .iter()
+            .map(|path| format!("{path}.o").into())
+            .collect()
+    }
+
+    const ROOT: &str = "app::frame::__hotreload_impl";
+
+    /// `app::frame::__hotreload_impl → app::middle → app::leaf`, and `app::top → app::frame…`,
+    /// with `app::leaf` at `leaf_version`.
+    fn frame_calling_leaf(leaf_version: u64) -> Vec<IndexedSymbol> {
+        let leaf = function("app::leaf").version(leaf_version);
+        let middle = function("app::middle").referring_to(&[&leaf]);
+        let root = function(ROOT).referring_to(&[&middle]);
+        let top = function("app::top").referring_to(&[&root]);
+        vec![leaf, middle, root, top]
+    }
+
+    #[test]
+    fn a_changed_redirectable_function_is_redirected_and_no_caller_relinked() {
+        let plan = plan_between(
+            &frame_calling_leaf(0),
+            &frame_calling_leaf(1),
+            &Entries::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(paths(&plan.relinked), ["app::leaf"]);
+        assert_eq!(paths(&plan.redirected), ["app::leaf"]);
+        assert!(plan.roots.is_empty());
+        assert_eq!(plan.changed, ["app::leaf"]);
+        assert!(plan.unreachable.is_empty() && plan.notes.is_empty());
+        assert_eq!(plan.objects, objects(&["app::leaf"]));
+    }
+
+    #[test]
+    fn a_changed_slot_implementation_is_a_root() {
+        let old = frame_calling_leaf(0);
+        let mut new = old.clone();
+        new[2] = new[2].clone().version(1);
+        let plan = plan_between(&old, &new, &Entries::refusing(&[ROOT]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(paths(&plan.roots), [ROOT]);
+        assert_eq!(paths(&plan.relinked), [ROOT]);
+        assert!(plan.redirected.is_empty());
+    }
+
+    #[test]
+    fn callers_of_an_unredirectable_function_are_relinked_up_to_the_nearest_root() {
+        let entries = Entries::refusing(&["app::leaf", "app::middle"]);
+        let plan = plan_between(&frame_calling_leaf(0), &frame_calling_leaf(1), &entries)
+            .unwrap()
+            .unwrap();
+        // `app::top` calls the root through its slot: not relinked.
+        assert_eq!(paths(&plan.relinked), [ROOT, "app::leaf", "app::middle"]);
+        assert_eq!(paths(&plan.roots), [ROOT]);
+        assert!(plan.redirected.is_empty());
+        assert_eq!(plan.objects, objects(&[ROOT, "app::leaf", "app::middle"]));
+    }
+
+    #[test]
+    fn callers_are_relinked_up_to_a_redirectable_caller() {
+        let entries = Entries::refusing(&["app::leaf"]);
+        let plan = plan_between(&frame_calling_leaf(0), &frame_calling_leaf(1), &entries)
+            .unwrap()
+            .unwrap();
+        // `app::middle` is unchanged but takes a jump to its relinked copy; the walk stops.
+        assert_eq!(paths(&plan.relinked), ["app::leaf", "app::middle"]);
+        assert_eq!(paths(&plan.redirected), ["app::middle"]);
+        assert!(plan.roots.is_empty());
+    }
+
+    #[test]
+    fn an_unredirectable_change_no_root_reaches_is_refused_with_why() {
+        let old = [function("app::leaf"), function("app::caller")];
+        let new = [
+            function("app::leaf").version(1),
+            function("app::caller").referring_to(&[&old[0]]),
+        ];
+        let entries = Entries::refusing(&["app::leaf", "app::caller"]);
+        let refusal = plan_between(&old, &new, &entries).unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal::NoSlotReached(vec![("app::leaf".into(), "too short".into())])
+        );
+        assert_eq!(refusal.kind(), RefusalKind::Unreachable);
+        assert_eq!(refusal.items(), ["app::leaf"]);
+        assert!(refusal.to_string().contains("`app::leaf`: too short"));
+    }
+
+    #[test]
+    fn an_unreachable_change_beside_a_reachable_one_is_listed() {
+        let old = [function("app::stuck"), function("app::helper")];
+        let new = [
+            function("app::stuck").version(1),
+            function("app::helper").version(1),
+        ];
+        let plan = plan_between(&old, &new, &Entries::refusing(&["app::stuck"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.unreachable, ["app::stuck"]);
+        assert_eq!(paths(&plan.redirected), ["app::helper"]);
+        assert_eq!(paths(&plan.relinked), ["app::helper", "app::stuck"]);
+    }
+
+    #[test]
+    fn a_function_that_runs_forever_gets_a_note() {
+        let old = [function("app::main")];
+        let new = [function("app::main").version(1)];
+        let entries = Entries {
+            running_forever: Some("app::main"),
+            ..Entries::default()
+        };
+        let plan = plan_between(&old, &new, &entries).unwrap().unwrap();
+        assert_eq!(paths(&plan.redirected), ["app::main"]);
+        assert_eq!(plan.notes.len(), 1);
+        assert!(
+            plan.notes[0].contains("`app::main`") && plan.notes[0].contains("next start"),
+            "{:?}",
+            plan.notes
+        );
+    }
+
+    #[test]
+    fn a_data_layout_change_is_refused() {
+        let old = [
+            symbol("app::STATE", SymbolKind::Data).laid_out(8, ".bss"),
+            function("app::f"),
+        ];
+        let new = [
+            symbol("app::STATE", SymbolKind::Data).laid_out(16, ".bss"),
+            function("app::f").version(1),
+        ];
+        let refusal = plan_between(&old, &new, &Entries::default()).unwrap_err();
+        assert!(
+            matches!(&refusal, Refusal::DataLayout(changes) if changes.len() == 1),
+            "{refusal:?}"
+        );
+        assert_eq!(refusal.kind(), RefusalKind::DataLayout);
+        assert_eq!(refusal.items(), ["app::STATE"]);
+    }
+
+    #[test]
+    fn an_added_thread_local_is_refused() {
+        let old = [function("app::f")];
+        let new = [
+            function("app::f").version(1),
+            symbol("app::COUNTER", SymbolKind::ThreadLocal),
+        ];
+        let refusal = plan_between(&old, &new, &Entries::default()).unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal::NewThreadLocal(vec!["app::COUNTER".into()])
+        );
+        assert_eq!(refusal.kind(), RefusalKind::NewThreadLocal);
+    }
+
+    #[test]
+    fn no_plan_when_no_function_changed() {
+        let old = [function("app::f")];
+        assert_eq!(plan_between(&old, &old, &Entries::default()), Ok(None));
+        let with_data = [function("app::f"), symbol("app::TABLE", SymbolKind::Data)];
+        assert_eq!(
+            plan_between(&old, &with_data, &Entries::default()),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn objects_hold_what_is_relinked_and_added() {
+        let old = [function("app::helper"), function("app::untouched")];
+        let table = symbol("app::TABLE", SymbolKind::Data);
+        let fresh = function("app::fresh").referring_to(&[&table]);
+        let new = [
+            function("app::helper").version(1).referring_to(&[&fresh]),
+            function("app::untouched"),
+            fresh,
+            table.clone(),
+        ];
+        let plan = plan_between(&old, &new, &Entries::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(paths(&plan.relinked), ["app::fresh", "app::helper"]);
+        assert_eq!(plan.added_data, BTreeSet::from([table.name.clone()]));
+        assert_eq!(plan.added, ["app::fresh"]);
+        assert_eq!(
+            plan.objects,
+            objects(&["app::fresh", "app::helper", "app::TABLE"])
+        );
+    }
+
+    #[test]
+    fn a_renamed_slot_implementation_stays_a_root() {
+        let old = [function(ROOT)];
+        let new = [function(ROOT).renamed(0xbeef).version(1)];
+        let plan = plan_between(&old, &new, &Entries::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.roots, BTreeSet::from([new[0].name.clone()]));
+        assert_ne!(new[0].name, mangled(ROOT));
+        assert!(plan.relinked.contains(&new[0].name));
+        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn a_renamed_plain_function_gets_a_note_about_old_pointers() {
+        let old = [function("app::helper"), function("app::caller")];
+        let renamed = function("app::helper").renamed(0xbeef);
+        let new = [
+            renamed.clone(),
+            function("app::caller").version(1).referring_to(&[&renamed]),
+        ];
+        let plan = plan_between(&old, &new, &Entries::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.added, ["app::helper"]);
+        assert_eq!(paths(&plan.redirected), ["app::caller"]);
+        assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+        assert!(
+            plan.notes[0].contains("`app::helper` has a new symbol"),
+            "{:?}",
+            plan.notes
+        );
+    }
+}

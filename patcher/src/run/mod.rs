@@ -6,31 +6,23 @@
 //! SIGUSR2 and SIGINT/SIGTERM do the same. A program that exits normally ends the run with
 //! its status; one that crashes is reported and waits for a restart.
 
-pub mod connection;
-pub mod watch;
+mod connection;
+mod input;
+mod patching;
+mod program;
+mod watch;
 
-use crate::capture::build::{build, BuildOutcome};
-use crate::capture::workspace::Workspace;
 use crate::commands::args::CargoArgs;
 use crate::output::events::{Event, Reporter};
-use crate::pipeline::{prepare, PatchFailure, Refused};
-use crate::run::connection::{AppConnection, AppListener};
-use crate::run::watch::{watch, CrateSources, SourceWatcher};
-use crate::session::{PreparedPatch, Session};
-use hotreload_abi::events::RefusalKind;
-use hotreload_abi::protocol::{Reply, SOCKET_ENV};
-use linker_shim::{Context, Error, Result};
-use std::io::{BufRead, IsTerminal};
+use linker_shim::{Error, Result};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::time::{Duration, Instant};
+use std::process::{ExitCode, ExitStatus};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Instant;
 
-/// How long a started program has to connect before it is run unpatched.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(15);
-/// How long a program asked to stop (SIGTERM) gets before it is killed.
-const STOP_PATIENCE: Duration = Duration::from_secs(3);
-
+use input::{listen_for_commands, Request};
+use program::{exit_code, Program};
 /// Arguments of `hotpatch run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -43,16 +35,6 @@ pub struct RunArgs {
     /// Arguments for the program, after `--`
     #[arg(last = true, value_name = "ARGS")]
     pub program_args: Vec<String>,
-}
-
-/// What the person (or a tool) asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Request {
-    Restart,
-    Rollback,
-    Quit,
-    /// A line that is no command: say which ones there are.
-    Help,
 }
 
 /// What the main loop waits for.
@@ -68,14 +50,12 @@ enum Signal {
 
 /// Runs `hotpatch run`; returns the program's exit code.
 pub fn run(args: &RunArgs, hotpatch_exe: &Path) -> Result<ExitCode> {
-    let workspace = Workspace::load(args.cargo.selection.manifest_path.as_deref())?;
     let (signals, incoming) = mpsc::channel();
     let keys = !args.stdin_to_program && std::io::stdin().is_terminal();
     listen_for_commands(keys, signals.clone())?;
     let mut runner = Runner {
         args,
         hotpatch_exe,
-        workspace,
         reporter: Reporter {
             format: args.cargo.output.message_format,
             program: String::new(),
@@ -92,19 +72,9 @@ pub fn run(args: &RunArgs, hotpatch_exe: &Path) -> Result<ExitCode> {
     runner.serve()
 }
 
-/// A started program and, if it connected, its patching.
-struct Program {
-    pid: u32,
-    run: u64,
-    patching: Option<Patching>,
-    /// Keeps the socket's private directory until the program ends.
-    _listener: AppListener,
-}
-
 struct Runner<'a> {
     args: &'a RunArgs,
     hotpatch_exe: &'a Path,
-    workspace: Workspace,
     reporter: Reporter,
     signals: Sender<Signal>,
     incoming: Receiver<Signal>,
@@ -168,108 +138,6 @@ impl Runner<'_> {
         }
     }
 
-    /// Builds from the current sources, starts the program, connects and starts watching.
-    fn start(&mut self) -> Result<()> {
-        let outcome = build(&self.args.cargo, self.hotpatch_exe)?;
-        self.reporter.program = outcome.target.name.clone();
-        self.reporter
-            .emit(Event::BuildFinished { outcome: &outcome });
-        let listener = AppListener::bind()?;
-        let mut child = Command::new(&outcome.exe)
-            .args(&self.args.program_args)
-            .env(SOCKET_ENV, listener.path())
-            .stdin(if self.keys {
-                Stdio::null()
-            } else {
-                Stdio::inherit()
-            })
-            .spawn()
-            .context(|| format!("could not start {}", outcome.exe.display()))?;
-        self.runs += 1;
-        let (pid, run) = (child.id(), self.runs);
-        self.reporter.emit(Event::AppStarted { pid });
-        let connection = listener.accept(CONNECT_PATIENCE, || matches!(child.try_wait(), Ok(None)));
-        let exits = self.signals.clone();
-        std::thread::spawn(move || {
-            if let Ok(status) = child.wait() {
-                let _ = exits.send(Signal::AppExited { run, status });
-            }
-        });
-        let patching = connection.and_then(|connection| {
-            start_patching(
-                &outcome,
-                &self.workspace,
-                connection,
-                self.hotpatch_exe,
-                self.signals.clone(),
-            )
-        });
-        let patching = match patching {
-            Ok(patching) => {
-                self.reporter.emit(Event::Watching {
-                    directories: patching.watched.clone(),
-                });
-                Some(patching)
-            }
-            Err(error) => {
-                self.reporter.emit(Event::Warning {
-                    message: format!("{error}; running without patching"),
-                });
-                None
-            }
-        };
-        self.program = Some(Program {
-            pid,
-            run,
-            patching,
-            _listener: listener,
-        });
-        Ok(())
-    }
-
-    /// Reports the current program's exit and forgets it.
-    fn exited(&mut self, status: ExitStatus) {
-        self.reporter.emit(Event::AppExited { status });
-        if let Some(session) = self
-            .program
-            .take()
-            .and_then(|p| p.patching)
-            .map(|p| p.session)
-        {
-            let _ = session.unpin();
-        }
-    }
-
-    /// Asks the running program to stop (SIGTERM), kills it if it doesn't, and returns how it
-    /// ended; `None` if none was running.
-    fn stop(&mut self) -> Option<ExitStatus> {
-        let Program { pid, run, .. } = *self.program.as_ref()?;
-        let mut deadline = Instant::now() + STOP_PATIENCE;
-        let mut signal = libc::SIGTERM;
-        loop {
-            // SAFETY: kill(2) has no memory-safety preconditions. The pid is our child's; its
-            // waiter thread may have reaped it a moment ago (its exit is then queued below), so
-            // in that narrow window the signal could reach a recycled pid: accepted, the same
-            // race every `kill` of a child outside its waiter has.
-            unsafe { libc::kill(pid as libc::pid_t, signal) };
-            match self
-                .incoming
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(Signal::AppExited { run: ended, status }) if ended == run => {
-                    self.exited(status);
-                    return Some(status);
-                }
-                Ok(_) => continue, // edits and commands while stopping are dropped
-                Err(RecvTimeoutError::Timeout) => {
-                    signal = libc::SIGKILL;
-                    deadline = Instant::now() + STOP_PATIENCE;
-                }
-                Err(RecvTimeoutError::Disconnected) => return None,
-            }
-        }
-    }
-
     fn rollback(&mut self) {
         let Some(patching) = self.program.as_mut().and_then(|p| p.patching.as_mut()) else {
             return;
@@ -281,200 +149,4 @@ impl Runner<'_> {
             Some(patch) => patching.deliver(patch, Instant::now(), &self.reporter),
         }
     }
-}
-
-/// Turns keys (when stdin is a terminal) and signals into commands.
-fn listen_for_commands(keys: bool, commands: Sender<Signal>) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
-    let mut signals = signal_hook::iterator::Signals::new([SIGUSR1, SIGUSR2, SIGINT, SIGTERM])
-        .context(|| "could not install signal handlers".into())?;
-    let by_signal = commands.clone();
-    std::thread::spawn(move || {
-        for signal in signals.forever() {
-            let request = match signal {
-                SIGUSR1 => Request::Restart,
-                SIGUSR2 => Request::Rollback,
-                _ => Request::Quit,
-            };
-            if by_signal.send(Signal::Command(request)).is_err() {
-                break;
-            }
-        }
-    });
-    if keys {
-        std::thread::spawn(move || {
-            for line in std::io::stdin()
-                .lock()
-                .lines()
-                .map_while(std::result::Result::ok)
-            {
-                let request = match line.trim() {
-                    "r" => Request::Restart,
-                    "u" => Request::Rollback,
-                    "q" => Request::Quit,
-                    _ => Request::Help,
-                };
-                if commands.send(Signal::Command(request)).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    Ok(())
-}
-
-/// The patching half of a running program: the session, the connection, the watch.
-struct Patching {
-    session: Session,
-    connection: AppConnection,
-    sources: CrateSources,
-    /// The source directories watched.
-    watched: Vec<PathBuf>,
-    _watcher: SourceWatcher,
-}
-
-fn start_patching(
-    outcome: &BuildOutcome,
-    workspace: &Workspace,
-    connection: AppConnection,
-    hotpatch_exe: &Path,
-    signals: Sender<Signal>,
-) -> Result<Patching> {
-    let session = Session::new(
-        outcome.store.clone(),
-        outcome.revision.clone(),
-        &connection.hello,
-        hotpatch_exe,
-    )?;
-    let invocation = outcome
-        .revision
-        .rustc
-        .as_ref()
-        .ok_or_else(|| Error::new("the build recorded no rustc invocation for the binary"))?;
-    let sources = CrateSources::of(invocation)?;
-    // The running program is built from `src/` trees; tests, examples and benches are not in it.
-    let watched: Vec<PathBuf> = workspace
-        .packages
-        .iter()
-        .filter_map(|p| p.manifest_path.parent().map(|dir| dir.join("src")))
-        .filter(|src| src.is_dir())
-        .collect();
-    let (changed, batches) = mpsc::channel();
-    let watcher = watch(&watched, changed)?;
-    std::thread::spawn(move || {
-        for batch in batches {
-            if signals.send(Signal::SourcesChanged(batch)).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(Patching {
-        session,
-        connection,
-        sources,
-        watched,
-        _watcher: watcher,
-    })
-}
-
-impl Patching {
-    fn on_change(&mut self, files: &[PathBuf], reporter: &Reporter) {
-        let (ours, others): (Vec<_>, Vec<_>) = files.iter().partition(|f| self.sources.contains(f));
-        for file in others {
-            reporter.emit(Event::refused(
-                RefusalKind::OtherCrate,
-                vec![file.display().to_string()],
-                format!(
-                    "{} is not part of the binary crate `{}`; only that crate is patched live: restart to apply this edit",
-                    file.display(),
-                    self.session.base().target.crate_name()
-                ),
-            ));
-        }
-        if ours.is_empty() {
-            return;
-        }
-        let edited: Vec<String> = ours.iter().map(|f| f.display().to_string()).collect();
-        let compiled = contents_of(&ours);
-        let started = Instant::now();
-        match prepare(&mut self.session) {
-            // The save was still being written (or saved again) while rustc ran: the newer
-            // contents are on their way from the watcher; this error is about neither.
-            Err(PatchFailure::Compile(_)) if contents_of(&ours) != compiled => {}
-            Ok(None) => reporter.emit(Event::NothingChanged {
-                total: started.elapsed(),
-            }),
-            Ok(Some(patch)) => self.deliver(patch, started, reporter),
-            Err(PatchFailure::Compile(diagnostics)) => reporter.emit(Event::CompileError {
-                rendered: diagnostics.concat(),
-            }),
-            Err(PatchFailure::Refused(refused)) => reporter.emit(Event::PatchRefused(Refused {
-                reason: format!("{} (edited: {})", refused.reason, edited.join(", ")),
-                ..refused
-            })),
-            Err(PatchFailure::Failed(error)) => reporter.emit(Event::refused(
-                RefusalKind::Failed,
-                Vec::new(),
-                format!("{error} (edited: {})", edited.join(", ")),
-            )),
-        }
-    }
-
-    fn deliver(&mut self, patch: PreparedPatch, started: Instant, reporter: &Reporter) {
-        let sent = Instant::now();
-        let image = self.session.image_for_runtime(&patch);
-        match self
-            .connection
-            .apply(image, patch.updates.clone(), patch.entries.clone())
-        {
-            Ok(Reply::Applied {
-                generation,
-                stopped_us,
-                ..
-            }) => {
-                self.session.applied(&patch);
-                if patch.rollback {
-                    reporter.emit(Event::RolledBack { generation });
-                } else {
-                    reporter.emit(Event::PatchApplied {
-                        load: sent.elapsed(),
-                        stopped: Duration::from_micros(stopped_us),
-                        total: started.elapsed(),
-                        generation,
-                        patch: &patch,
-                    });
-                }
-            }
-            Ok(Reply::Refused { reason, .. }) => reporter.emit(Event::refused(
-                RefusalKind::Runtime,
-                Vec::new(),
-                format!("the program refused the patch: {reason}"),
-            )),
-            Ok(other) => reporter.emit(Event::refused(
-                RefusalKind::Failed,
-                Vec::new(),
-                format!("unexpected answer from the program: {other:?}"),
-            )),
-            Err(error) => reporter.emit(Event::refused(
-                RefusalKind::Failed,
-                Vec::new(),
-                error.to_string(),
-            )),
-        }
-    }
-}
-
-/// The files' contents right now, to tell whether they changed during a compilation.
-fn contents_of(files: &[&PathBuf]) -> Vec<Option<Vec<u8>>> {
-    files.iter().map(|file| std::fs::read(file).ok()).collect()
-}
-
-/// The program's status as hotpatch's own: its code, or 128 + the signal that ended it.
-fn exit_code(status: ExitStatus) -> ExitCode {
-    use std::os::unix::process::ExitStatusExt;
-    let code = status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1);
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -1,12 +1,15 @@
-//! Watching the workspace's sources, and telling which saved files belong to the patched crate.
+//! Watching what rustc reads: the files each local crate's dep-info lists (its modules
+//! wherever they live, `include_str!` files, path dependencies outside the workspace) and
+//! each local package's `Cargo.toml`, and telling which crate a saved file belongs to.
 
-use linker_shim::{Context, Result, RustcInvocation};
+use crate::pipeline::recompile::crates::{CrateIndex, LocalCrates};
+use linker_shim::{Context, Result};
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -18,61 +21,54 @@ pub struct SourceWatcher {
     _debouncer: Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
 }
 
-/// Watches `roots` recursively and sends each debounced batch of source files whose contents
-/// changed. Events alone are not trusted: the compiler reading a file, or an editor saving
-/// it unchanged, also produces them.
-pub fn watch(roots: &[PathBuf], changed: Sender<Vec<PathBuf>>) -> Result<SourceWatcher> {
+/// Watches the `directories` (not their subdirectories) and sends each debounced batch of
+/// saved files whose contents changed. Events alone are not trusted: the compiler reading a
+/// file, or an editor saving it unchanged, also produces them. `known` are the files whose
+/// current contents count as unchanged.
+pub fn watch(
+    directories: &[PathBuf],
+    known: impl IntoIterator<Item = PathBuf>,
+    changed: Sender<Vec<PathBuf>>,
+) -> Result<SourceWatcher> {
     let mut contents = ContentTracker::default();
-    for root in roots {
-        contents.remember_tree(root);
+    for file in known {
+        contents.changed(&file);
     }
-    let watched = roots.to_vec();
     let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {
         let Ok(events) = events else { return };
         let files: BTreeSet<PathBuf> = events
             .into_iter()
             .map(|e| e.path)
-            .filter(|p| is_source_below(&watched, p) && contents.changed(p))
+            .filter(|p| is_saved_file(p) && contents.changed(p))
             .collect();
         if !files.is_empty() {
             let _ = changed.send(files.into_iter().collect());
         }
     })
     .context(|| "could not start watching files".into())?;
-    for root in roots {
+    for directory in directories {
         debouncer
             .watcher()
-            .watch(root, RecursiveMode::Recursive)
-            .context(|| format!("could not watch {}", root.display()))?;
+            .watch(directory, RecursiveMode::NonRecursive)
+            .context(|| format!("could not watch {}", directory.display()))?;
     }
     Ok(SourceWatcher {
         _debouncer: debouncer,
     })
 }
 
-/// The last seen contents of each source file (a hash), to tell real edits from noise.
+/// The last seen contents of each file (a hash), to tell real edits from noise.
 #[derive(Default)]
 struct ContentTracker {
     hashes: HashMap<PathBuf, u64>,
 }
 
 impl ContentTracker {
-    fn remember_tree(&mut self, dir: &Path) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                self.remember_tree(&path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                self.changed(&path);
-            }
-        }
-    }
-
     /// True when `path`'s contents differ from the last time it was seen (or it vanished).
     fn changed(&mut self, path: &Path) -> bool {
+        if path.is_dir() {
+            return false;
+        }
         let hash = std::fs::read(path).ok().map(|bytes| {
             let mut hasher = DefaultHasher::new();
             bytes.hash(&mut hasher);
@@ -85,74 +81,103 @@ impl ContentTracker {
     }
 }
 
-/// `is_source` for the part of `path` below the watched root that holds it: a project may
-/// itself live under a directory called `target` or a hidden one.
-fn is_source_below(roots: &[PathBuf], path: &Path) -> bool {
-    roots
-        .iter()
-        .find_map(|root| path.strip_prefix(root).ok())
-        .is_some_and(is_source)
-}
-
-/// A Rust source file worth reacting to: not under `target/`, not hidden, not an editor's
-/// temporary or backup file.
-pub fn is_source(path: &Path) -> bool {
-    let hidden_or_target = path.components().any(|c| match c {
-        Component::Normal(name) => {
-            let name = name.to_string_lossy();
-            name == "target" || (name.starts_with('.') && name.len() > 1)
-        }
-        _ => false,
-    });
+/// A file a person saved: not hidden, not an editor's temporary or backup file.
+pub fn is_saved_file(path: &Path) -> bool {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    !hidden_or_target && name.ends_with(".rs") && !name.starts_with(".#") && !name.starts_with('#')
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.starts_with('#')
+        && !name.ends_with('~')
+        && !name.ends_with(".swp")
 }
 
-/// The source files of one crate, from the dep-info file rustc wrote when it compiled it.
+/// What a saved file is to the running program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SavedFile {
+    /// Read by rustc for these local crates.
+    Source(BTreeSet<CrateIndex>),
+    /// The `Cargo.toml` of a local package.
+    Manifest,
+    /// Nothing rustc reads for the program.
+    Unrelated,
+}
+
+/// The files rustc reads for each local crate, from the dep-info it wrote, and the local
+/// packages' manifests.
 #[derive(Debug, Clone, Default)]
 pub struct CrateSources {
-    files: BTreeSet<PathBuf>,
+    files: BTreeMap<PathBuf, BTreeSet<CrateIndex>>,
+    manifests: BTreeSet<PathBuf>,
 }
 
 impl CrateSources {
-    /// Reads `<out-dir>/<crate-name><extra-filename>.d` of `invocation`.
-    pub fn of(invocation: &RustcInvocation) -> Result<CrateSources> {
-        let out_dir = invocation.flag_value("--out-dir").unwrap_or(".");
-        let extra = invocation
-            .args
-            .iter()
-            .find_map(|a| a.strip_prefix("extra-filename="))
-            .unwrap_or_default();
-        let path = invocation
-            .cwd
-            .join(out_dir)
-            .join(format!("{}{extra}.d", invocation.crate_name));
-        let text = std::fs::read_to_string(&path)
-            .context(|| format!("could not read the dep-info {}", path.display()))?;
-        Ok(CrateSources::parse(&text, &invocation.cwd))
+    /// Reads the dep-info each crate of `crates` has in its base output directory.
+    pub fn of(crates: &LocalCrates) -> Result<CrateSources> {
+        let mut sources = CrateSources::default();
+        for (index, krate) in crates.iter() {
+            let invocation = &krate.invocation;
+            sources.read_dep_info(
+                index,
+                &invocation.dep_info_in(&krate.base_out_dir()),
+                &invocation.cwd,
+            )?;
+            if let Some(dir) = invocation.env.get("CARGO_MANIFEST_DIR") {
+                sources.manifests.insert(Path::new(dir).join("Cargo.toml"));
+            }
+        }
+        Ok(sources)
     }
 
-    /// Parses make-style dep-info: the first rule's prerequisites are the crate's sources.
-    fn parse(text: &str, cwd: &Path) -> CrateSources {
-        let first_rule = text
-            .lines()
-            .find(|line| line.contains(": "))
-            .unwrap_or_default();
-        let (_, prerequisites) = first_rule.split_once(": ").unwrap_or_default();
-        let files = prerequisites
-            .replace("\\ ", "\u{0}")
-            .split_whitespace()
-            .map(|p| cwd.join(p.replace('\u{0}', " ")))
+    /// Adds the files of crate `index` that `dep_info` lists (rustc ran in `cwd`).
+    pub fn read_dep_info(&mut self, index: CrateIndex, dep_info: &Path, cwd: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(dep_info)
+            .context(|| format!("could not read the dep-info {}", dep_info.display()))?;
+        for file in dep_info_files(&text, cwd) {
+            self.files.entry(file).or_default().insert(index);
+        }
+        Ok(())
+    }
+
+    pub fn classify(&self, file: &Path) -> SavedFile {
+        match self.files.get(file) {
+            Some(crates) => SavedFile::Source(crates.clone()),
+            None if self.manifests.contains(file) => SavedFile::Manifest,
+            None => SavedFile::Unrelated,
+        }
+    }
+
+    /// Every file watched.
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.files.keys().chain(&self.manifests)
+    }
+
+    /// The directories holding them, each watched on its own (not recursively: `target/`
+    /// and other crates' trees stay out).
+    pub fn directories(&self) -> Vec<PathBuf> {
+        let directories: BTreeSet<PathBuf> = self
+            .files()
+            .filter_map(|file| file.parent().map(Path::to_owned))
+            .filter(|dir| dir.is_dir())
             .collect();
-        CrateSources { files }
+        directories.into_iter().collect()
     }
+}
 
-    pub fn contains(&self, file: &Path) -> bool {
-        self.files.contains(file)
-    }
+/// Parses make-style dep-info: the first rule's prerequisites are what rustc read.
+fn dep_info_files(text: &str, cwd: &Path) -> Vec<PathBuf> {
+    let first_rule = text
+        .lines()
+        .find(|line| line.contains(": "))
+        .unwrap_or_default();
+    let (_, prerequisites) = first_rule.split_once(": ").unwrap_or_default();
+    prerequisites
+        .replace("\\ ", "\u{0}")
+        .split_whitespace()
+        .map(|p| cwd.join(p.replace('\u{0}', " ")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -160,39 +185,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn filters_editor_noise_and_build_output() {
-        assert!(is_source(Path::new("/w/app/src/main.rs")));
-        assert!(!is_source(Path::new(
-            "/w/app/target/debug/build/x/out/gen.rs"
-        )));
-        assert!(!is_source(Path::new("/w/app/src/.main.rs.swp")));
-        assert!(!is_source(Path::new("/w/app/src/.#main.rs")));
-        assert!(!is_source(Path::new("/w/app/src/main.rs~")));
-        assert!(!is_source(Path::new("/w/app/.git/x.rs")));
-        assert!(!is_source(Path::new("/w/app/Cargo.toml")));
+    fn filters_editor_noise() {
+        assert!(is_saved_file(Path::new("/w/app/src/main.rs")));
+        assert!(is_saved_file(Path::new("/w/app/src/greeting.txt")));
+        assert!(is_saved_file(Path::new("/w/app/Cargo.toml")));
+        assert!(!is_saved_file(Path::new("/w/app/src/.main.rs.swp")));
+        assert!(!is_saved_file(Path::new("/w/app/src/.#main.rs")));
+        assert!(!is_saved_file(Path::new("/w/app/src/#main.rs#")));
+        assert!(!is_saved_file(Path::new("/w/app/src/main.rs~")));
+        assert!(!is_saved_file(Path::new("/w/app/src/.main.rs.saving")));
     }
 
     #[test]
-    fn only_the_part_below_the_watched_root_counts() {
-        let roots = [PathBuf::from("/home/me/target/.work/app/src")];
-        assert!(is_source_below(
-            &roots,
-            Path::new("/home/me/target/.work/app/src/main.rs")
-        ));
-        assert!(!is_source_below(
-            &roots,
-            Path::new("/home/me/target/.work/app/src/.hidden/x.rs")
-        ));
-        assert!(!is_source_below(&roots, Path::new("/elsewhere/main.rs")));
-    }
-
-    #[test]
-    fn dep_info_lists_the_crate_sources() {
-        let text = "/t/deps/app-1.d: src/main.rs src/physics.rs src/my\\ file.rs\n\nsrc/main.rs:\nsrc/physics.rs:\n";
-        let sources = CrateSources::parse(text, Path::new("/w/app"));
-        assert!(sources.contains(Path::new("/w/app/src/main.rs")));
-        assert!(sources.contains(Path::new("/w/app/src/physics.rs")));
-        assert!(sources.contains(Path::new("/w/app/src/my file.rs")));
-        assert!(!sources.contains(Path::new("/w/app/src/lib.rs")));
+    fn dep_info_lists_the_files_rustc_read() {
+        let text = "/t/deps/app-1.d: src/main.rs src/physics.rs src/my\\ file.rs /elsewhere/greeting.txt\n\nsrc/main.rs:\nsrc/physics.rs:\n";
+        let files = dep_info_files(text, Path::new("/w/app"));
+        assert_eq!(
+            files,
+            [
+                PathBuf::from("/w/app/src/main.rs"),
+                PathBuf::from("/w/app/src/physics.rs"),
+                PathBuf::from("/w/app/src/my file.rs"),
+                PathBuf::from("/elsewhere/greeting.txt"),
+            ]
+        );
     }
 }

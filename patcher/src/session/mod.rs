@@ -4,12 +4,15 @@
 
 pub mod targets;
 
+use crate::leftovers::remove_dirs_of_ended_processes;
 use crate::pipeline::check::layout::TypeLayouts;
 use crate::pipeline::link::image::{LinkedImage, Toolchain};
 use crate::pipeline::objects::cache::ObjectCache;
 use crate::pipeline::objects::exe::BaseExecutable;
 use crate::pipeline::objects::symbols::SymbolIndex;
 use crate::pipeline::plan::PatchPlan;
+use crate::pipeline::recompile::crates::LocalCrates;
+use crate::pipeline::recompile::{CrateBuild, PatchBuilds};
 use hotreload_abi::protocol::{EntryChange, Hello, PatchImage, SlotInfo, SlotUpdate};
 use linker_shim::{Context, Error, Revision, Store};
 use std::collections::HashMap;
@@ -18,9 +21,11 @@ use std::time::Duration;
 use targets::{slot_updates, EntryCopies, Targets};
 
 /// How long each step of a patch took.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timings {
     pub rustc: Duration,
+    /// The crates compiled, each with its compiler time.
+    pub crates: Vec<CrateBuild>,
     pub diff: Duration,
     pub link: Duration,
 }
@@ -60,6 +65,8 @@ pub struct Session {
     pub(crate) store: Store,
     pub(crate) base: Revision,
     pub(crate) base_index: SymbolIndex,
+    /// The local crates and their patch builds so far.
+    pub(crate) builds: PatchBuilds,
     /// Objects parsed so far, by content: a new build re-parses only what it changed.
     pub(crate) objects: ObjectCache,
     pub(crate) base_layouts: TypeLayouts,
@@ -88,10 +95,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts a session for the program that said `hello`, built as revision `base`.
+    /// Starts a session for the program that said `hello`, built as revision `base` from the
+    /// local `crates`.
     pub fn new(
         store: Store,
         base: Revision,
+        crates: LocalCrates,
         hello: &Hello,
         hotpatch_exe: &Path,
     ) -> Result<Session, Error> {
@@ -123,6 +132,8 @@ impl Session {
             })
             .collect();
         store.pin(&base.id)?;
+        // Images of programs that are gone: nothing maps them any more.
+        remove_dirs_of_ended_processes(&store.root().join("patches"), "");
         let patches_dir = store
             .root()
             .join("patches")
@@ -133,10 +144,11 @@ impl Session {
         let patches_dir = patches_dir
             .canonicalize()
             .context(|| format!("could not resolve {}", patches_dir.display()))?;
-        let mut objects = ObjectCache::new(&base.target.crate_name());
-        let base_objects = objects.read(&base)?;
+        let mut objects = ObjectCache::for_revision(&base);
+        let base_objects = objects.read(&base, &base)?;
         Ok(Session {
             base_index: SymbolIndex::of(&base_objects),
+            builds: PatchBuilds::new(&store, &base, crates)?,
             base_layouts: TypeLayouts::of(&base_objects),
             objects,
             store,
@@ -161,8 +173,15 @@ impl Session {
         &self.base
     }
 
-    /// Lets the store prune the base revision again (the program is gone).
-    pub fn unpin(&self) -> Result<(), Error> {
+    /// The local crates the program is built from.
+    pub fn crates(&self) -> &LocalCrates {
+        &self.builds.crates
+    }
+
+    /// Ends the session (the program is gone): its patch images are removed and the store
+    /// may prune the base revision again.
+    pub fn end(self) -> Result<(), Error> {
+        let _ = std::fs::remove_dir_all(&self.patches_dir);
         self.store.unpin(&self.base.id)
     }
 

@@ -214,4 +214,91 @@ mod tests {
         );
         assert!(slot_updates(&slots, &next, &next).is_empty());
     }
+
+    #[test]
+    fn two_functions_move_together_and_one_can_go_back_alone() {
+        let mut copies = EntryCopies::default();
+        copies.add_copy("f", 0x1000, 0x9000);
+        copies.add_copy("g", 0x2000, 0x9100);
+        let both = entries(&[("f", 0x9000), ("g", 0x9100)]);
+        let patch = copies.changes_towards(&Targets::default(), &both);
+        assert_eq!(
+            patch,
+            [change(0x1000, Some(0x9000)), change(0x2000, Some(0x9100))]
+        );
+        copies.applied(&patch);
+        // `g`'s edit reverted: only `g`'s copies are written.
+        let only_f = entries(&[("f", 0x9000)]);
+        assert_eq!(
+            copies.changes_towards(&both, &only_f),
+            [change(0x2000, None), change(0x9100, Some(0x2000))]
+        );
+    }
+
+    #[test]
+    fn a_function_first_redirected_by_the_second_patch() {
+        let mut copies = EntryCopies::default();
+        copies.add_copy("f", 0x1000, 0x9000);
+        let first = entries(&[("f", 0x9000)]);
+        copies.applied(&copies.changes_towards(&Targets::default(), &first));
+        copies.add_copy("f", 0x1000, 0x8000);
+        copies.add_copy("g", 0x2000, 0x8100);
+        let second = entries(&[("f", 0x8000), ("g", 0x8100)]);
+        let patch = copies.changes_towards(&first, &second);
+        assert_eq!(
+            patch,
+            [
+                change(0x1000, Some(0x8000)),
+                change(0x9000, Some(0x8000)),
+                change(0x2000, Some(0x8100))
+            ]
+        );
+        copies.applied(&patch);
+        // Undo: `g` runs its original again, its new copy jumps back to it.
+        let undo = copies.changes_towards(&second, &first);
+        assert!(undo.contains(&change(0x2000, None)), "{undo:?}");
+        assert!(undo.contains(&change(0x8100, Some(0x2000))), "{undo:?}");
+        assert_eq!(undo.len(), 5, "{undo:?}");
+    }
+
+    #[test]
+    fn functions_without_known_copies_are_left_alone() {
+        let copies = EntryCopies::default();
+        let next = entries(&[("unmapped", 0x9000)]);
+        assert!(copies
+            .changes_towards(&Targets::default(), &next)
+            .is_empty());
+    }
+
+    #[test]
+    fn slot_updates_follow_fingerprints_and_skip_unknown_slots() {
+        let slots: HashMap<String, SlotInfo> = [(
+            "a".to_string(),
+            SlotInfo {
+                path: "p".into(),
+                fingerprint: 7,
+                slot: 1,
+                original: 0x100,
+                current: 0x100,
+            },
+        )]
+        .into();
+        let targets = |fingerprint| Targets {
+            slots: [
+                ("a".to_string(), (0x900, fingerprint)),
+                ("unknown".to_string(), (0x950, fingerprint)),
+            ]
+            .into(),
+            entries: BTreeMap::new(),
+        };
+        // Same address, new signature fingerprint: the slot is stored again.
+        assert_eq!(
+            slot_updates(&slots, &targets(7), &targets(8)),
+            [SlotUpdate {
+                slot: 1,
+                fingerprint: 8,
+                target: 0x900
+            }]
+        );
+    }
 }

@@ -9,11 +9,13 @@ use crate::session::Session;
 use image::{image_base, link_image, ImageRequest, LinkedImage};
 use linker_shim::{Result, Revision};
 
-/// Links `plan`, made from the objects of `revision`, into the session's next image.
+/// Links `plan`, made from `all_objects` (the build `revision` records, its unchanged
+/// libraries included), into the session's next image.
 pub fn link_patch(
     session: &mut Session,
     plan: &PatchPlan,
     revision: &Revision,
+    all_objects: &[std::path::PathBuf],
 ) -> Result<LinkedImage> {
     let index = session.images_linked;
     let work_dir = session.patches_dir.join(format!("work-{index}"));
@@ -24,7 +26,7 @@ pub fn link_patch(
     let image = link_image(
         &ImageRequest {
             exe: &session.exe,
-            all_objects: &revision.object_paths(),
+            all_objects,
             objects: &plan.objects,
             relinked: &plan.relinked,
             entry_points: &entry_points,

@@ -5,7 +5,7 @@
 //! Results are kept by content: incremental compilation rewrites only the codegen units an
 //! edit touched and leaves the others byte-identical, so a patch parses only what changed.
 
-use super::dwarf::{read_object, ObjectTypes};
+use super::dwarf::{read_object, LocalCrateNames, ObjectTypes};
 use super::registry::registry_fingerprints;
 use super::symbols::{index_object, IndexedSymbol};
 use linker_shim::{Context, Result, Revision};
@@ -32,6 +32,8 @@ pub struct ParsedObject {
 #[derive(Debug, Clone)]
 pub struct StoredObject {
     pub path: PathBuf,
+    /// The crate it was compiled from.
+    pub crate_name: String,
     pub parsed: Arc<ParsedObject>,
 }
 
@@ -49,48 +51,91 @@ impl StoredObject {
     }
 }
 
-/// The objects of one revision, each read once.
+/// The objects one build of the program is made of, each read once.
 #[derive(Debug, Clone, Default)]
 pub struct RevisionObjects {
-    /// The crate they were compiled from.
-    pub crate_name: String,
+    /// The local crates they were compiled from.
+    pub crates: LocalCrateNames,
     pub objects: Vec<StoredObject>,
 }
 
-/// Parsed objects by content (length and hash of their bytes), for one crate.
+impl RevisionObjects {
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.objects
+            .iter()
+            .map(|object| object.path.clone())
+            .collect()
+    }
+}
+
+/// Parsed objects by content (length and hash of their bytes) and crate.
 #[derive(Debug)]
 pub struct ObjectCache {
-    crate_name: String,
-    by_content: HashMap<(usize, u64), Arc<ParsedObject>>,
+    crates: LocalCrateNames,
+    by_content: HashMap<(String, usize, u64), Arc<ParsedObject>>,
 }
 
 impl ObjectCache {
-    /// An empty cache for objects of the crate named `crate_name` (DWARF types are kept
-    /// only where they mention it).
-    pub fn new(crate_name: &str) -> ObjectCache {
+    /// An empty cache for objects of the `crates` (DWARF types are kept only where they
+    /// mention one of them).
+    pub fn new(crates: LocalCrateNames) -> ObjectCache {
         ObjectCache {
-            crate_name: crate_name.to_owned(),
+            crates,
             by_content: HashMap::new(),
         }
     }
 
-    /// Reads every stored object of `revision`, parsing only contents not seen before.
-    pub fn read(&mut self, revision: &Revision) -> Result<RevisionObjects> {
-        let objects = revision
+    /// A cache for the local crates `base` recorded: its binary crate and libraries.
+    pub fn for_revision(base: &Revision) -> ObjectCache {
+        let libraries = base.libraries.iter().map(|l| l.crate_name.clone());
+        ObjectCache::new(LocalCrateNames::new(
+            libraries.chain([base.target.crate_name()]),
+        ))
+    }
+
+    /// Reads the objects of the build `revision` records, parsing only contents not seen
+    /// before: the binary crate's, then each local library's — from `revision` if it
+    /// recompiled that library, else from `base` (unchanged since the program started).
+    pub fn read(&mut self, revision: &Revision, base: &Revision) -> Result<RevisionObjects> {
+        let binary = revision.target.crate_name();
+        let mut sources: Vec<(String, PathBuf)> = revision
             .object_paths()
             .into_iter()
-            .map(|path| {
-                let parsed = self.parse(&path)?;
-                Ok(StoredObject { path, parsed })
+            .map(|path| (binary.clone(), path))
+            .collect();
+        for library in &base.libraries {
+            let (from, library) = match revision
+                .libraries
+                .iter()
+                .find(|new| new.crate_name == library.crate_name)
+            {
+                Some(recompiled) => (revision, recompiled),
+                None => (base, library),
+            };
+            sources.extend(
+                from.library_object_paths(library)
+                    .into_iter()
+                    .map(|path| (library.crate_name.clone(), path)),
+            );
+        }
+        let objects = sources
+            .into_iter()
+            .map(|(crate_name, path)| {
+                let parsed = self.parse(&crate_name, &path)?;
+                Ok(StoredObject {
+                    path,
+                    crate_name,
+                    parsed,
+                })
             })
             .collect::<Result<_>>()?;
         Ok(RevisionObjects {
-            crate_name: self.crate_name.clone(),
+            crates: self.crates.clone(),
             objects,
         })
     }
 
-    fn parse(&mut self, path: &Path) -> Result<Arc<ParsedObject>> {
+    fn parse(&mut self, crate_name: &str, path: &Path) -> Result<Arc<ParsedObject>> {
         let file = std::fs::File::open(path)
             .context(|| format!("could not open the object {}", path.display()))?;
         // SAFETY: revision objects are written once by the shim and never modified; the map
@@ -100,7 +145,7 @@ impl ObjectCache {
             .context(|| format!("could not map {}", path.display()))?;
         let mut hasher = DefaultHasher::new();
         bytes.hash(&mut hasher);
-        let key = (bytes.len(), hasher.finish());
+        let key = (crate_name.to_owned(), bytes.len(), hasher.finish());
         if let Some(parsed) = self.by_content.get(&key) {
             return Ok(Arc::clone(parsed));
         }
@@ -109,7 +154,7 @@ impl ObjectCache {
         let parsed = Arc::new(ParsedObject {
             symbols: index_object(&file, path)?,
             types: Arc::new(
-                read_object(&file, &self.crate_name)
+                read_object(&file, &self.crates)
                     .context(|| format!("{}: debug information", path.display()))?,
             ),
             fingerprints: registry_fingerprints(&file, path)?,

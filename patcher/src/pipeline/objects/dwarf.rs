@@ -1,4 +1,4 @@
-//! What one object file's DWARF says about the binary crate's types, the parameters of its
+//! What one object file's DWARF says about the local crates' types, the parameters of its
 //! functions and the types of its statics.
 //!
 //! rustc writes one compilation unit per codegen unit, and each unit describes in full every
@@ -98,8 +98,37 @@ pub(crate) struct ObjectTypes {
     pub described: bool,
 }
 
-/// Reads the DWARF of the object `file`, for the crate named `crate_name`.
-pub(crate) fn read_object(file: &object::File<'_>, crate_name: &str) -> Result<ObjectTypes> {
+/// The local crates of a build (the binary crate and the libraries compiled with it): the
+/// types whose layout can change with an edit are theirs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalCrateNames(Vec<String>);
+
+impl LocalCrateNames {
+    pub fn new(names: impl IntoIterator<Item = String>) -> LocalCrateNames {
+        let mut names: Vec<String> = names.into_iter().collect();
+        names.sort();
+        names.dedup();
+        LocalCrateNames(names)
+    }
+
+    /// True when `name` mentions a path of one of the crates.
+    pub(crate) fn mentioned_in(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|crate_name| mentions_crate(name, crate_name))
+    }
+
+    /// True when the path `name` starts at one of the crates (`game::physics::Ball`).
+    pub(crate) fn own(&self, name: &str) -> bool {
+        self.0.iter().any(|crate_name| {
+            name.strip_prefix(crate_name.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
+    }
+}
+
+/// Reads the DWARF of the object `file`, keeping what concerns the `local` crates.
+pub(crate) fn read_object(file: &object::File<'_>, local: &LocalCrateNames) -> Result<ObjectTypes> {
     let endian = if file.is_little_endian() {
         RunTimeEndian::Little
     } else {
@@ -132,11 +161,7 @@ pub(crate) fn read_object(file: &object::File<'_>, crate_name: &str) -> Result<O
         let dies = Dies::read(&dwarf, &unit)
             .map_err(malformed)
             .context(String::new)?;
-        UnitTypes {
-            dies: &dies,
-            crate_name,
-        }
-        .collect(&dwarf, &unit, &mut found);
+        UnitTypes { dies: &dies, local }.collect(&dwarf, &unit, &mut found);
         found.described = true;
     }
     Ok(found)
@@ -370,7 +395,7 @@ pub(crate) fn mentions_crate(name: &str, crate_name: &str) -> bool {
 /// Turns one unit's entries into the crate's types, functions and statics.
 struct UnitTypes<'a> {
     dies: &'a Dies,
-    crate_name: &'a str,
+    local: &'a LocalCrateNames,
 }
 
 impl UnitTypes<'_> {
@@ -379,7 +404,7 @@ impl UnitTypes<'_> {
         for die in &self.dies.entries {
             if self.is_named_type(die) {
                 let name = self.qualified_name(die);
-                if mentions_crate(&name, self.crate_name) {
+                if self.local.mentioned_in(&name) {
                     let info = TypeInfo {
                         layout: self.layout(die),
                         reaches: self.reaches_from_composite(die),
@@ -455,10 +480,7 @@ impl UnitTypes<'_> {
             return;
         }
         let namespace = self.qualified_name(parent);
-        let in_crate = namespace
-            .strip_prefix(self.crate_name)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"));
-        if !in_crate {
+        if !self.local.own(&namespace) {
             return;
         }
         if die.tag == DW_TAG_subprogram {
@@ -639,7 +661,7 @@ impl UnitTypes<'_> {
         };
         if COMPOSITES.contains(&die.tag) {
             let name = self.qualified_name(die);
-            if mentions_crate(&name, self.crate_name) {
+            if self.local.mentioned_in(&name) {
                 reached.insert(name);
             }
         } else if TYPE_WRAPPERS.contains(&die.tag) {

@@ -69,7 +69,7 @@ impl SymbolIndex {
     /// Indexes the stored objects of `revision` (for a one-off diff; a session keeps an
     /// [`ObjectCache`] instead).
     pub fn load(revision: &Revision) -> Result<SymbolIndex> {
-        let objects = ObjectCache::new(&revision.target.crate_name()).read(revision)?;
+        let objects = ObjectCache::for_revision(revision).read(revision, revision)?;
         Ok(SymbolIndex::of(&objects))
     }
 
@@ -462,5 +462,98 @@ mod tests {
             ".data.rel.ro"
         );
         assert_eq!(section_class(".text", "_ZN1a1fE"), ".text");
+    }
+}
+
+/// Hand-made symbols and indexes, for the tests of the stages that read an index (diff, plan).
+#[cfg(test)]
+pub(crate) mod synthetic {
+    use super::*;
+    use crate::pipeline::diff::demangle;
+
+    /// The hash part of every synthetic name unless [`IndexedSymbol::renamed`] changes it.
+    const HASH: u64 = 0x0123_4567_89ab_cdef;
+
+    /// The legacy mangled name of `path` with `hash`: `app::step` → `_ZN3app4step17h…E`.
+    pub fn mangled_with_hash(path: &str, hash: u64) -> String {
+        let segments: String = path
+            .split("::")
+            .map(|segment| format!("{}{segment}", segment.len()))
+            .collect();
+        format!("_ZN{segments}17h{hash:016x}E")
+    }
+
+    /// The mangled name every synthetic symbol of `path` has unless renamed.
+    pub fn mangled(path: &str) -> String {
+        mangled_with_hash(path, HASH)
+    }
+
+    /// A symbol of `path`, 16 bytes, alone in the object `<path>.o`, with fingerprint 0.
+    pub fn symbol(path: &str, kind: SymbolKind) -> IndexedSymbol {
+        let section_class = match kind {
+            SymbolKind::Function => ".text",
+            SymbolKind::Data => ".data",
+            SymbolKind::ThreadLocal => ".tbss",
+        };
+        let name = mangled(path);
+        IndexedSymbol {
+            kind,
+            size: 16,
+            section_class: section_class.into(),
+            fingerprint: 0,
+            definitions: vec![Definition {
+                object: PathBuf::from(format!("{path}.o")),
+                section: format!("{section_class}.{name}"),
+                section_index: 1,
+                symbol_index: 1,
+                offset: 0,
+                size: 16,
+                global: true,
+            }],
+            references: BTreeSet::new(),
+            name,
+        }
+    }
+
+    pub fn function(path: &str) -> IndexedSymbol {
+        symbol(path, SymbolKind::Function)
+    }
+
+    impl IndexedSymbol {
+        /// The same symbol with other contents.
+        pub fn version(mut self, fingerprint: u64) -> Self {
+            self.fingerprint = fingerprint;
+            self
+        }
+
+        /// The same path under another mangled name (as when a static's type changes).
+        pub fn renamed(mut self, hash: u64) -> Self {
+            self.name = mangled_with_hash(&demangle(&self.name), hash);
+            self
+        }
+
+        /// The same symbol referring to `others` (calls, address taken).
+        pub fn referring_to(mut self, others: &[&IndexedSymbol]) -> Self {
+            self.references
+                .extend(others.iter().map(|other| other.name.clone()));
+            self
+        }
+
+        /// The same symbol with `size` bytes in the output section `section_class`.
+        pub fn laid_out(mut self, size: u64, section_class: &str) -> Self {
+            self.size = size;
+            self.section_class = section_class.into();
+            self
+        }
+    }
+
+    /// The index of `symbols`.
+    pub fn index<'a>(symbols: impl IntoIterator<Item = &'a IndexedSymbol>) -> SymbolIndex {
+        SymbolIndex {
+            symbols: symbols
+                .into_iter()
+                .map(|symbol| (symbol.name.clone(), symbol.clone()))
+                .collect(),
+        }
     }
 }

@@ -22,7 +22,9 @@ mod source;
 
 use crate::pipeline::diff::demangle;
 use crate::pipeline::objects::cache::{ObjectCache, RevisionObjects};
-use crate::pipeline::objects::dwarf::{ObjectTypes, SourceFile, TypeInfo, TypeUse};
+use crate::pipeline::objects::dwarf::{
+    LocalCrateNames, ObjectTypes, SourceFile, TypeInfo, TypeUse,
+};
 use crate::pipeline::objects::symbols::{SymbolIndex, SymbolKind};
 use crate::pipeline::objects::type_layout::Layout;
 use crate::pipeline::plan::{PatchPlan, Refusal};
@@ -79,7 +81,7 @@ impl fmt::Display for TypeLayoutChange {
 /// What a revision's DWARF says about the crate's types, per object file.
 #[derive(Debug, Default)]
 pub struct TypeLayouts {
-    crate_name: String,
+    crates: LocalCrateNames,
     objects: Vec<Arc<ObjectTypes>>,
 }
 
@@ -87,14 +89,14 @@ impl TypeLayouts {
     /// Reads every object of `revision` (for a one-off check; a session reads through its
     /// [`ObjectCache`]).
     pub fn load(revision: &Revision) -> Result<TypeLayouts> {
-        let objects = ObjectCache::new(&revision.target.crate_name()).read(revision)?;
+        let objects = ObjectCache::for_revision(revision).read(revision, revision)?;
         Ok(TypeLayouts::of(&objects))
     }
 
     /// The types of a revision's objects, as the object cache read them.
     pub fn of(objects: &RevisionObjects) -> TypeLayouts {
         TypeLayouts {
-            crate_name: objects.crate_name.clone(),
+            crates: objects.crates.clone(),
             objects: objects
                 .objects
                 .iter()
@@ -299,12 +301,11 @@ fn changed_types(
             }
         }
     }
-    let crate_prefix = format!("{}::", base.crate_name);
     let mut changes = Vec::new();
     while let Some(name) = queue.pop_front() {
         let old = base.definitions(name);
         let current = new.definitions(name);
-        if name.starts_with(&crate_prefix) && !old.is_empty() && !current.is_empty() {
+        if base.crates.own(name) && !old.is_empty() && !current.is_empty() {
             let found = definition_differences(name, &old, &current, |held| {
                 let changed =
                     base.definitions(held).first()?.layout != new.definitions(held).first()?.layout;
