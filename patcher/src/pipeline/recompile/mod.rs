@@ -374,7 +374,7 @@ mod tests {
         .map(String::from)
         .to_vec();
         let dir = fresh.path().to_owned();
-        let linked = link_fresh_libraries(args, &[dir.clone()]);
+        let linked = link_fresh_libraries(args, std::slice::from_ref(&dir));
         let core = dir.join("libcore_lib-a1.rmeta");
         assert_eq!(
             linked,
