@@ -2,6 +2,8 @@
 //! (never run): so `cargo fmt` formats them and `cargo clippy` and `cargo test` check that they
 //! build. The tests copy their text (`include_str!`) into temporary crates of their own.
 
+#[path = "../fixtures/async_fns.rs"]
+mod async_fns;
 #[path = "../fixtures/capture_diff.rs"]
 mod capture_diff;
 #[path = "../fixtures/entry_stress.rs"]
