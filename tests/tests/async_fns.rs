@@ -1,8 +1,8 @@
 //! Async fns under a real `hotpatch run` on a tokio runtime, with no `#[hotreload]`: an edit
 //! inside `step` reaches the futures already suspended at its `.await` (they resume into the
 //! new code) and the new ones; an edit that changes what lives across an `.await` is refused,
-//! naming the async fn, and the program keeps its code; an HTTP server answers every request
-//! while its handler is patched.
+//! naming the async fn, and the program keeps its code; an axum server answers every request
+//! while its route handler is patched.
 
 use hotreload_abi::events::RefusalKind;
 use std::collections::BTreeMap;
@@ -17,10 +17,14 @@ use tests::live::{number, LiveSession};
 
 const ASYNC_FNS: &str = include_str!("../fixtures/async_fns.rs");
 const TOKIO: &str = "tokio = { version = \"1\", default-features = false, features = [\"rt\", \"rt-multi-thread\", \"time\", \"macros\", \"net\", \"io-util\"] }\n";
+/// The same features as the `tests` crate's dev-dependency (which compiles the fixture as a
+/// module): just HTTP/1 over tokio.
+const AXUM: &str =
+    "axum = { version = \"0.8\", default-features = false, features = [\"http1\", \"tokio\"] }\n";
 
 fn start(name: &str, args: &[&str]) -> LiveSession {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dependencies = format!("{}{TOKIO}", hotreload_dependency());
+    let dependencies = format!("{}{TOKIO}{AXUM}", hotreload_dependency());
     let fixture = FixtureCrate::create_with_dependencies(base, name, ASYNC_FNS, &dependencies);
     LiveSession::start(fixture, args)
 }
@@ -181,7 +185,13 @@ fn an_http_handler_is_patched_while_a_client_keeps_sending_requests() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let patch = session.edit("\"hello v1\"", "\"hello v2\"");
     patched.store(true, Ordering::Relaxed);
-    eprintln!("async handler patched in {} ms", applied_ms(&patch));
+    let Event::PatchApplied { ms, .. } = &patch else {
+        panic!("not patch-applied: {patch:?}")
+    };
+    eprintln!(
+        "axum handler patched in {} ms (rustc {}, diff {}, link {}, load {}, threads stopped {})",
+        ms.total, ms.rustc, ms.diff, ms.link, ms.load, ms.stopped
+    );
     std::thread::sleep(std::time::Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     client.join().expect("the client");
