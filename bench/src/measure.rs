@@ -144,6 +144,7 @@ pub fn start_hotpatch_run(setup: &Setup, package: &str) -> Result<Session> {
         target_dir: &setup.target_dir,
         program_args: &[],
         patience: BUILD_PATIENCE,
+        umask: None,
     })
 }
 

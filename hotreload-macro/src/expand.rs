@@ -129,7 +129,7 @@ fn check_eligible(sig: &syn::Signature) -> Result<()> {
         ))
     };
     if let Some(token) = &sig.asyncness {
-        return refuse(token.span, "an `async fn` returns a compiler-generated future whose layout a patch would change under running tasks. Put the code to patch in a plain function the async fn calls");
+        return refuse(token.span, "async fns are patched without #[hotreload]: remove the attribute. An edit is applied at the entry of the future's poll function, so running and suspended futures resume in the new code as long as what lives across each `.await` stays the same");
     }
     if let Some(token) = &sig.constness {
         return refuse(token.span, "a `const fn` can be evaluated at compile time, where no slot exists. Drop `const` or patch a non-const helper");

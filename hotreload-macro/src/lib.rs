@@ -19,6 +19,8 @@ use syn::parse_macro_input;
 /// - On an `impl Type` or `impl Trait for Type` block: every method becomes a slot. A method
 ///   that can't be one (generic, `async`, `const`) is refused unless marked `#[hotreload(skip)]`.
 ///   Methods need the block-level attribute because a slot must name the concrete type.
+/// - Not on an `async fn`: it needs no attribute, an edit reaches its futures through the entry
+///   of their poll function (the compile error says to remove the attribute).
 #[proc_macro_attribute]
 pub fn hotreload(args: TokenStream, item: TokenStream) -> TokenStream {
     let args = proc_macro2::TokenStream::from(args);

@@ -12,6 +12,7 @@ pub use hotreload_abi::protocol;
 
 pub mod capture;
 pub mod commands;
+mod leftovers;
 mod output;
 pub mod pipeline;
 mod run;

@@ -8,6 +8,7 @@ pub use hotreload_abi::events::Event;
 use linker_shim::{Context, Error, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -61,6 +62,8 @@ pub struct Launch<'a> {
     pub program_args: &'a [&'a str],
     /// How long the first build and start may take.
     pub patience: Duration,
+    /// The file mode creation mask hotpatch runs with (`None`: this process's).
+    pub umask: Option<libc::mode_t>,
 }
 
 /// A running `hotpatch run --message-format json` and the program under it.
@@ -87,6 +90,16 @@ impl Session {
     pub fn start(launch: &Launch) -> Result<Session> {
         let mut command = Command::new(launch.hotpatch_exe);
         command.args(["run", "--message-format", "json"]);
+        if let Some(mask) = launch.umask {
+            // SAFETY: umask(2) is async-signal-safe and touches no memory: fine between fork
+            // and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(mask);
+                    Ok(())
+                })
+            };
+        }
         if let Some(package) = launch.package {
             command.args(["-p", package]);
         }
@@ -262,17 +275,33 @@ impl Session {
 }
 
 impl Drop for Session {
+    /// Quits hotpatch as a person would (SIGTERM: it stops the program and removes its socket
+    /// directory and patch images); kills both if that takes too long.
     fn drop(&mut self) {
+        self.program_stdin = None;
+        if matches!(self.hotpatch.try_wait(), Ok(Some(_))) {
+            return; // it quit already (and was reaped: its pid may be reused)
+        }
+        self.signal_hotpatch(libc::SIGTERM);
+        let deadline = Instant::now() + QUIT_PATIENCE;
+        while Instant::now() < deadline {
+            if !matches!(self.hotpatch.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if self.pid != 0 {
             // SAFETY: kill(2) on the program this session started and did not see stop; at
             // worst it is gone already (or, after a crash, its pid was reused).
             unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
         }
-        self.program_stdin = None;
         let _ = self.hotpatch.kill();
         let _ = self.hotpatch.wait();
     }
 }
+
+/// How long a dropped session's hotpatch gets to quit (it gives the program 3 s to stop).
+const QUIT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Sends each line of `stream` as `convert` makes it, on a thread of its own.
 fn forward(

@@ -2,6 +2,8 @@
 //! (never run): so `cargo fmt` formats them and `cargo clippy` and `cargo test` check that they
 //! build. The tests copy their text (`include_str!`) into temporary crates of their own.
 
+#[path = "../fixtures/async_fns.rs"]
+mod async_fns;
 #[path = "../fixtures/capture_diff.rs"]
 mod capture_diff;
 #[path = "../fixtures/entry_stress.rs"]
@@ -21,6 +23,8 @@ mod no_dependency;
 mod recovery;
 #[path = "../fixtures/stress.rs"]
 mod stress;
+#[path = "../fixtures/tiny_entry.rs"]
+mod tiny_entry;
 #[path = "../fixtures/type_layouts.rs"]
 mod type_layouts;
 

@@ -21,6 +21,16 @@ impl LiveSession {
     /// Starts the session and waits until the program runs and hotpatch is connected to it
     /// (its first output line has appeared).
     pub fn start(fixture: FixtureCrate, program_args: &[&str]) -> LiveSession {
+        LiveSession::start_with_umask(fixture, program_args, None)
+    }
+
+    /// [`LiveSession::start`] with hotpatch (and so the program) under the file mode creation
+    /// mask `umask`.
+    pub fn start_with_umask(
+        fixture: FixtureCrate,
+        program_args: &[&str],
+        umask: Option<libc::mode_t>,
+    ) -> LiveSession {
         let session = Session::start(&Launch {
             hotpatch_exe: hotpatch_exe(),
             manifest_path: &fixture.manifest_path(),
@@ -28,6 +38,7 @@ impl LiveSession {
             target_dir: &fixture.target_dir,
             program_args,
             patience: PATIENCE,
+            umask,
         })
         .unwrap_or_else(|error| panic!("{error}"));
         let mut live = LiveSession { fixture, session };

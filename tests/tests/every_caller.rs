@@ -11,6 +11,7 @@ use tests::live::{alternating_edit, field, lower_priority, number, LiveSession};
 
 const EVERY_CALLER: &str = include_str!("../fixtures/every_caller.rs");
 const ENTRY_STRESS: &str = include_str!("../fixtures/entry_stress.rs");
+const TINY_ENTRY: &str = include_str!("../fixtures/tiny_entry.rs");
 
 fn start(name: &str, program: &str, args: &[&str]) -> LiveSession {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -142,6 +143,30 @@ fn a_panic_in_a_redirected_function_unwinds_into_the_callers_catch_unwind() {
     assert!(
         number(&later, "frames") > number(&after, "frames"),
         "still running"
+    );
+}
+
+#[test]
+fn a_function_too_small_for_a_jump_is_reached_through_its_redirected_caller() {
+    let mut session = start("tiny-entry", TINY_ENTRY, &[]);
+    assert_eq!(field(&next_frame(&mut session), "tiny"), "1");
+    let patch = session.edit("    \"    mov al, 1\",", "    \"    mov al, 2\",");
+    let Event::PatchApplied {
+        changed,
+        redirected,
+        ..
+    } = &patch
+    else {
+        panic!("not patch-applied: {patch:?}")
+    };
+    assert_eq!(changed, &["tiny_value"], "{patch:?}");
+    assert_eq!(redirected, &["tiny_entry::frame"], "{patch:?}");
+    let line = next_frame(&mut session);
+    assert_eq!(field(&line, "tiny"), "2", "{line}");
+    assert_eq!(
+        field(&line, "neighbour"),
+        "9",
+        "the next function is intact: {line}"
     );
 }
 

@@ -264,3 +264,75 @@ fn the_socket_is_private_and_sessions_do_not_share_it() {
         );
     }
 }
+
+/// The directories a session of `hotpatch` (pid `hotpatch`) and its program (pid `program`)
+/// own: the socket's in the temporary directory, the patch images' in the store.
+fn session_dirs(session: &LiveSession, hotpatch: u32, program: u32) -> Vec<std::path::PathBuf> {
+    let socket_dirs = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("hotpatch-{hotpatch}-"))
+        });
+    let patches = session.fixture.target_dir.join("hotpatch/patches");
+    let image_dirs = std::fs::read_dir(patches)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{program}-"))
+        });
+    socket_dirs.chain(image_dirs).map(|e| e.path()).collect()
+}
+
+#[test]
+fn a_session_leaves_nothing_behind_when_it_quits_or_is_killed() {
+    let mut session = start("recovery-cleanup");
+    session.edit("word=alpha", "word=beta");
+    let (hotpatch, program) = (session.hotpatch_pid(), session.pid);
+    assert_eq!(
+        session_dirs(&session, hotpatch, program).len(),
+        2,
+        "a socket directory and an image directory while it runs"
+    );
+    session.signal_hotpatch(libc::SIGTERM);
+    session.wait_hotpatch_exit();
+    assert_eq!(
+        session_dirs(&session, hotpatch, program),
+        Vec::<std::path::PathBuf>::new(),
+        "quitting removes them"
+    );
+
+    // Killed outright, a session can't clean up: the next one does.
+    let mut killed = start("recovery-cleanup-killed");
+    killed.edit("word=alpha", "word=beta");
+    let (hotpatch, program) = (killed.hotpatch_pid(), killed.pid);
+    killed.signal_hotpatch(libc::SIGKILL);
+    killed.wait_hotpatch_exit();
+    // SAFETY: kill(2) on the program this test started through hotpatch, now orphaned.
+    unsafe { libc::kill(program as i32, libc::SIGKILL) };
+    while Path::new(&format!("/proc/{program}/exe")).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(session_dirs(&killed, hotpatch, program).len(), 2);
+    let mut next = LiveSession::start(killed.fixture.clone(), &[]);
+    next.edit("word=alpha", "word=gamma");
+    assert_eq!(
+        session_dirs(&killed, hotpatch, program),
+        Vec::<std::path::PathBuf>::new(),
+        "the next session removed what the killed one left"
+    );
+}
+
+#[test]
+fn a_user_whose_umask_lets_the_group_write_still_gets_patches() {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let fixture = FixtureCrate::create_hot(base, "recovery-umask", PROGRAM);
+    let mut session = LiveSession::start_with_umask(fixture, &[], Some(0o002));
+    session.edit("word=alpha", "word=beta");
+    assert_eq!(word(&mut session), "beta");
+}

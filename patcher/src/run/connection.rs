@@ -3,6 +3,7 @@
 //! The socket lives in a fresh directory only this user can open (0700) and is itself 0600,
 //! so no one else can deliver patches to the program.
 
+use crate::leftovers::remove_dirs_of_ended_processes;
 use hotreload_abi::protocol::{
     receive, send, EntryChange, Hello, PatchImage, Reply, Request, SlotUpdate, PROTOCOL_VERSION,
 };
@@ -13,6 +14,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The socket directories' names start with this, then hotpatch's pid.
+const SOCKET_DIR_PREFIX: &str = "hotpatch-";
+
 /// A listening socket waiting for the program to say hello.
 pub struct AppListener {
     listener: UnixListener,
@@ -22,8 +26,10 @@ pub struct AppListener {
 
 impl AppListener {
     pub fn bind() -> Result<AppListener> {
+        // Named after this process, so the next hotpatch removes it if this one is killed.
+        remove_dirs_of_ended_processes(&std::env::temp_dir(), SOCKET_DIR_PREFIX);
         let dir = tempfile::Builder::new()
-            .prefix("hotpatch-")
+            .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
             .context(|| "could not create the socket directory".into())?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))

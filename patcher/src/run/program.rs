@@ -99,7 +99,7 @@ impl Runner<'_> {
             .and_then(|p| p.patching)
             .map(|p| p.session)
         {
-            let _ = session.unpin();
+            let _ = session.end();
         }
     }
 

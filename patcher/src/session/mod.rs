@@ -4,6 +4,7 @@
 
 pub mod targets;
 
+use crate::leftovers::remove_dirs_of_ended_processes;
 use crate::pipeline::check::layout::TypeLayouts;
 use crate::pipeline::link::image::{LinkedImage, Toolchain};
 use crate::pipeline::objects::cache::ObjectCache;
@@ -15,6 +16,7 @@ use crate::pipeline::recompile::{CrateBuild, PatchBuilds};
 use hotreload_abi::protocol::{EntryChange, Hello, PatchImage, SlotInfo, SlotUpdate};
 use linker_shim::{Context, Error, Revision, Store};
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use targets::{slot_updates, EntryCopies, Targets};
@@ -131,12 +133,17 @@ impl Session {
             })
             .collect();
         store.pin(&base.id)?;
+        // Images of programs that are gone: nothing maps them any more.
+        remove_dirs_of_ended_processes(&store.root().join("patches"), "");
         let patches_dir = store
             .root()
             .join("patches")
             .join(format!("{}-{}", hello.pid, base.id));
         std::fs::create_dir_all(&patches_dir)
             .context(|| format!("could not create {}", patches_dir.display()))?;
+        // Only this user may add or swap images in it, whatever the umask.
+        std::fs::set_permissions(&patches_dir, std::fs::Permissions::from_mode(0o700))
+            .context(|| format!("could not protect {}", patches_dir.display()))?;
         // The program may run in another directory: it gets absolute image paths.
         let patches_dir = patches_dir
             .canonicalize()
@@ -175,8 +182,10 @@ impl Session {
         &self.builds.crates
     }
 
-    /// Lets the store prune the base revision again (the program is gone).
-    pub fn unpin(&self) -> Result<(), Error> {
+    /// Ends the session (the program is gone): its patch images are removed and the store
+    /// may prune the base revision again.
+    pub fn end(self) -> Result<(), Error> {
+        let _ = std::fs::remove_dir_all(&self.patches_dir);
         self.store.unpin(&self.base.id)
     }
 

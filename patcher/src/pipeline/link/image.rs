@@ -18,6 +18,7 @@ use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSymbol};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -180,6 +181,9 @@ pub fn link_image(request: &ImageRequest<'_>, toolchain: &Toolchain) -> Result<L
         )));
     }
     let mut image = inspect(&partial, request)?;
+    // The runtime maps only images no one else can write, whatever the user's umask.
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+        .context(|| format!("could not protect {}", partial.display()))?;
     std::fs::rename(&partial, request.output)
         .context(|| format!("could not write {}", request.output.display()))?;
     image.path = request.output.to_path_buf();

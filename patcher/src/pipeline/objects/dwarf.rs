@@ -48,6 +48,19 @@ pub(crate) struct TypeInfo {
     pub reaches: BTreeSet<String>,
     /// The namespace the type is declared in (`demo::physics`).
     pub namespace: String,
+    /// For a compiler-generated future (an async fn's or block's state machine), where its
+    /// states are in the source; `None` for the types users write, which DWARF gives no line.
+    pub state_lines: Option<StateLines>,
+}
+
+/// The source lines rustc gives the states of a future's state machine (one enum variant
+/// per state): `Unresumed` is the async fn's or block's own line, `SuspendN` the line of its
+/// N-th `.await`. Kept apart from the [`Layout`]: an edit above moves lines, not data.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StateLines {
+    pub file: Option<SourceFile>,
+    /// State (variant) name → line.
+    pub lines: HashMap<String, u64>,
 }
 
 /// A value old code hands to new code: a parameter or return value of a slot
@@ -197,6 +210,7 @@ struct Die {
     const_value: Option<i128>,
     count: Option<u64>,
     decl_file: Option<u64>,
+    decl_line: Option<u64>,
     declaration: bool,
     specification: Option<UnitOffset>,
 }
@@ -281,6 +295,7 @@ impl Dies {
                 const_value: None,
                 count: None,
                 decl_file: None,
+                decl_line: None,
                 declaration: false,
                 specification: None,
             };
@@ -308,6 +323,7 @@ impl Dies {
                             die.decl_file = Some(index);
                         }
                     }
+                    gimli::DW_AT_decl_line => die.decl_line = value.udata_value(),
                     gimli::DW_AT_declaration => die.declaration = true,
                     gimli::DW_AT_specification => die.specification = unit_ref(value),
                     _ => {}
@@ -397,6 +413,12 @@ impl UnitTypes<'_> {
                             .and_then(|parent| self.dies.get(parent))
                             .map(|parent| self.qualified_name(parent))
                             .unwrap_or_default(),
+                        state_lines: self.state_lines(die, |index| {
+                            file_paths
+                                .entry(index)
+                                .or_insert_with(|| source_file(dwarf, unit, index))
+                                .clone()
+                        }),
                     };
                     found.types.insert(name, info);
                 }
@@ -470,6 +492,41 @@ impl UnitTypes<'_> {
             }
         }
         found.namespace_files.entry(namespace).or_insert(file);
+    }
+
+    /// The lines of a state machine's variants, when rustc gives them (it does for the
+    /// futures of async fns and blocks, whose variant members carry `DW_AT_decl_line`).
+    fn state_lines(
+        &self,
+        die: &Die,
+        mut file: impl FnMut(u64) -> Option<SourceFile>,
+    ) -> Option<StateLines> {
+        let part = self.dies.children(die, DW_TAG_variant_part).next()?;
+        let mut state_lines = StateLines::default();
+        for variant in self.dies.children(part, DW_TAG_variant) {
+            let Some(member) = self.dies.children(variant, DW_TAG_member).next() else {
+                continue;
+            };
+            let Some(line) = member.decl_line else {
+                continue;
+            };
+            if state_lines.file.is_none() {
+                state_lines.file = member.decl_file.and_then(&mut file);
+            }
+            state_lines.lines.insert(self.variant_name(member), line);
+        }
+        (!state_lines.lines.is_empty()).then_some(state_lines)
+    }
+
+    /// A variant's name: its payload's. The member naming the variant of an enum is named
+    /// like it, but a state machine's are numbered (`3`) while their payloads are named
+    /// (`Suspend0`).
+    fn variant_name(&self, member: &Die) -> String {
+        member
+            .type_ref
+            .and_then(|payload| self.dies.get(payload)?.name.clone())
+            .or_else(|| member.name.clone())
+            .unwrap_or_default()
     }
 
     fn linkage_name<'d>(&'d self, die: &'d Die) -> Option<&'d str> {
@@ -570,7 +627,7 @@ impl UnitTypes<'_> {
                     let member = self.dies.children(variant, DW_TAG_member).next()?;
                     let payload = member.type_ref.and_then(|t| self.dies.get(t));
                     Some(Variant {
-                        name: member.name.clone().unwrap_or_default(),
+                        name: self.variant_name(member),
                         discriminant: variant.discr_value,
                         fields: payload.map(|p| self.fields(p)).unwrap_or_default(),
                     })

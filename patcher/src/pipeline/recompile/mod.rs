@@ -6,6 +6,7 @@
 
 pub mod crates;
 
+use crate::leftovers::remove_dirs_of_ended_processes;
 use crates::{extern_paths, CrateIndex, LocalCrates};
 use linker_shim::{
     Context, Error, LinkRequest, LocalLibrary, Revision, RevisionId, RoleRequest, RustcInvocation,
@@ -282,15 +283,7 @@ fn diagnostics_of(output: &Output) -> Result<Vec<String>, RecompileError> {
 /// of sessions that have ended are removed.
 fn session_scratch_dir(store: &Store, base: &Revision) -> Result<PathBuf, Error> {
     let root = store.root().join("scratch");
-    if let Ok(entries) = std::fs::read_dir(&root) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name.split('-').next().unwrap_or_default();
-            if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
+    remove_dirs_of_ended_processes(&root, "");
     let target = &base.target;
     let dir = root.join(format!(
         "{}-{}-{}",

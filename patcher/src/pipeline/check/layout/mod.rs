@@ -17,6 +17,7 @@
 //! code (a local) is never reached, so changing it is fine.
 
 mod compare;
+mod generated;
 mod source;
 
 use crate::pipeline::diff::demangle;
@@ -28,6 +29,7 @@ use crate::pipeline::objects::symbols::{SymbolIndex, SymbolKind};
 use crate::pipeline::objects::type_layout::Layout;
 use crate::pipeline::plan::{PatchPlan, Refusal};
 use compare::differences;
+use generated::{generated_differences, GeneratedType, States};
 use hotreload_abi::slot::{is_slot_implementation, IMPLEMENTATION_SUFFIX};
 use linker_shim::{Result, Revision};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -50,16 +52,29 @@ pub struct TypeLayoutChange {
 
 impl fmt::Display for TypeLayoutChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}`", self.type_name)?;
+        let generated = GeneratedType::parse(&self.type_name);
+        match &generated {
+            Some(generated) => write!(f, "{}", generated.shown())?,
+            None => write!(f, "`{}`", self.type_name)?,
+        }
         if let Some(place) = &self.declared_at {
             write!(f, " ({place})")?;
         }
-        write!(
-            f,
-            " changed layout: {} (old values reach new code as {})",
-            self.changes.join(", "),
-            self.reached_from
-        )
+        match &generated {
+            Some(generated) => write!(
+                f,
+                ": {}; {} (reached as {})",
+                self.changes.join(", "),
+                generated.old_values(),
+                self.reached_from
+            ),
+            None => write!(
+                f,
+                " changed layout: {} (old values reach new code as {})",
+                self.changes.join(", "),
+                self.reached_from
+            ),
+        }
     }
 }
 
@@ -138,8 +153,14 @@ impl TypeLayouts {
             .find_map(|object| object.namespace_files.get(namespace))
     }
 
-    /// `demo/src/physics.rs:12`, or just the file when the item can't be found in it.
+    /// `demo/src/physics.rs:12`, or just the file when the item can't be found in it. A
+    /// future's line is the one DWARF gives its `Unresumed` state: its async fn's or block's.
     fn declared_at(&self, info: &TypeInfo, type_name: &str) -> Option<String> {
+        if let Some(lines) = &info.state_lines {
+            if let (Some(file), Some(line)) = (&lines.file, lines.lines.get("Unresumed")) {
+                return Some(format!("{}:{line}", file.shown));
+            }
+        }
         let file = self.namespace_file(&info.namespace)?;
         let line = std::fs::read_to_string(&file.path)
             .ok()
@@ -285,7 +306,11 @@ fn changed_types(
         let old = base.definitions(name);
         let current = new.definitions(name);
         if base.crates.own(name) && !old.is_empty() && !current.is_empty() {
-            let found = definition_differences(&old, &current);
+            let found = definition_differences(name, &old, &current, |held| {
+                let changed =
+                    base.definitions(held).first()?.layout != new.definitions(held).first()?.layout;
+                changed.then(|| Some(GeneratedType::parse(held)?.shown()))?
+            });
             if !found.is_empty() {
                 changes.push(TypeLayoutChange {
                     type_name: name.to_owned(),
@@ -307,8 +332,20 @@ fn changed_types(
 }
 
 /// How the definitions of one type differ between two builds. A type defined differently by
-/// two objects of one build can't be compared precisely: any difference counts.
-fn definition_differences(old: &[&TypeInfo], new: &[&TypeInfo]) -> Vec<String> {
+/// two objects of one build can't be compared precisely: any difference counts. A generated
+/// type (a future, a closure) is worded by what the user wrote; `changed_future` names a
+/// generated type it holds whose own layout changed.
+fn definition_differences(
+    name: &str,
+    old: &[&TypeInfo],
+    new: &[&TypeInfo],
+    changed_future: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    if let ([old], [new]) = (old, new) {
+        if GeneratedType::parse(name).is_some() {
+            return generated_differences(&States::of(old), &States::of(new), changed_future);
+        }
+    }
     let layouts = |infos: &[&TypeInfo]| -> Vec<Layout> {
         infos.iter().map(|info| info.layout.clone()).collect()
     };
