@@ -23,6 +23,8 @@ mod no_dependency;
 mod recovery;
 #[path = "../fixtures/stress.rs"]
 mod stress;
+#[path = "../fixtures/third_party.rs"]
+mod third_party;
 #[path = "../fixtures/tiny_entry.rs"]
 mod tiny_entry;
 #[path = "../fixtures/type_layouts.rs"]

@@ -1,12 +1,16 @@
 //! A binary crate that does not depend on `hotreload`, patched under a real `hotpatch run`:
 //! hotpatch preloads the runtime, whose agent connects like a linked one. Its children inherit
-//! neither the preload nor the socket, and a program that links the runtime gets no preload.
+//! neither the preload nor the socket, a program that links the runtime gets no preload, and a
+//! crates.io crate copied unchanged into a local crate is patched.
 
 use std::path::Path;
+use std::process::Command;
+use testkit::checkout::registry_package_dir;
 use testkit::fixture::FixtureCrate;
 use tests::live::{field, number, LiveSession};
 
 const NO_DEPENDENCY: &str = include_str!("../fixtures/no_dependency.rs");
+const THIRD_PARTY: &str = include_str!("../fixtures/third_party.rs");
 
 fn start(fixture: FixtureCrate) -> LiveSession {
     LiveSession::start(fixture, &[])
@@ -104,4 +108,36 @@ fn a_program_linking_the_runtime_gets_no_preload() {
     assert_eq!(agent_threads(session.pid), 1, "exactly one agent");
     session.edit("    x + 1\n", "    x + 100\n");
     assert_eq!(field(&frame(&mut session, "v1"), "pointer"), "101");
+}
+
+#[test]
+fn a_crates_io_crate_copied_unchanged_is_patched() {
+    let heck = base().join("fixtures").join("third-party-heck");
+    let _ = std::fs::remove_dir_all(&heck);
+    let source = registry_package_dir("heck").unwrap_or_else(|error| panic!("{error}"));
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(&source)
+        .arg(&heck)
+        .status()
+        .expect("run cp");
+    assert!(copied.success(), "copy {}", source.display());
+    let dependency = format!("heck = {{ path = {:?} }}\n", heck.display().to_string());
+    let fixture =
+        FixtureCrate::create_with_dependencies(base(), "third-party", THIRD_PARTY, &dependency);
+    let mut session = start(fixture);
+    assert!(!preloaded_agent(session.pid).is_empty(), "agent preloaded");
+    let line = session.line_where(|line| line.starts_with("frame="));
+    assert_eq!(field(&line, "camel"), "HelloHotWorld");
+
+    // heck's own `capitalize` (upper camel case): its first letter in lower case from now on.
+    session.fixture.replace_in(
+        &heck.join("src/lib.rs").display().to_string(),
+        "char_indices.next() {\n        write!(f, \"{}\", c.to_uppercase())?;",
+        "char_indices.next() {\n        write!(f, \"{}\", c.to_lowercase())?;",
+    );
+    session.event("patch-applied");
+    session.drain_lines();
+    let line = session.line_where(|line| line.starts_with("frame="));
+    assert_eq!(field(&line, "camel"), "hellohotworld", "{line}");
 }
