@@ -1,59 +1,109 @@
 //! The compiler floor: what rustc alone needs for the same edit, measured in the same run.
 //!
-//! It is the binary crate's invocation exactly as hotpatch recorded it (every flag, the
-//! environment, the working directory) with three changes: `--out-dir` points at a scratch
-//! directory, `-C incremental` at the floor's own copy of the incremental cache, and the linker
-//! is `/bin/true` — parsing, analysis, codegen and the object files, but no link. The copy is
-//! taken from hotpatch's cache before the first edit and compiled once unchanged (untimed: a
-//! first compile into a new output directory reuses much less of the cache); each floor
-//! compile then follows the hotpatch compile of the same edit, so both start from the
-//! previous version's cache.
+//! It is the recorded invocations of the edited crate and of every local crate depending on
+//! it, up to the binary crate, dependencies first (patcher's crate graph decides which), exactly
+//! as hotpatch recorded them (every flag, the environment, the working directory) with these
+//! changes: `--out-dir` points at a scratch directory per crate, `-C incremental` at the
+//! floor's own copy of the incremental cache, each dependent's `--extern` at the rlib the
+//! floor just built, and the linker is `/bin/true` — parsing, analysis, codegen and the object
+//! files, but no link. The copy is taken from hotpatch's cache before the first edit and
+//! compiled once unchanged (untimed: a first compile into a new output directory reuses much
+//! less of the cache); each floor compile then follows the hotpatch compile of the same edit,
+//! so both start from the previous version's cache.
 
+use hotreload_abi::events::CrateMillis;
 use linker_shim::{Context, Error, Result, RustcInvocation, Store};
+use patcher::pipeline::recompile::crates::LocalCrates;
+use patcher::pipeline::recompile::{link_fresh_libraries, redirect_out_dir};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Re-runs one crate's recorded compilation without linking.
+/// Re-runs the recorded compilations an edit of one crate needs, without linking.
 pub struct CompilerFloor {
+    /// In order: the edited crate (if a library), the libraries depending on it, the binary.
+    compiles: Vec<CrateCompile>,
+}
+
+/// One crate's recorded compilation with the floor's arguments.
+struct CrateCompile {
     invocation: RustcInvocation,
     args: Vec<String>,
 }
 
 impl CompilerFloor {
-    /// The floor for binary crate `crate_name` built through hotpatch into `target_dir`;
-    /// keeps its cache and outputs under `scratch` (emptied first).
-    pub fn prepare(target_dir: &Path, crate_name: &str, scratch: &Path) -> Result<CompilerFloor> {
-        let invocation = Store::for_target_dir(target_dir)
-            .invocations()?
-            .into_iter()
-            .find(|i| i.crate_name == crate_name && i.crate_types.iter().any(|t| t == "bin"))
-            .ok_or_else(|| {
-                Error::new(format!("hotpatch recorded no invocation of {crate_name}"))
-            })?;
+    /// The floor for an edit of crate `edited` of the program whose binary crate is `binary`,
+    /// built through hotpatch into `target_dir`; keeps its caches and outputs under `scratch`
+    /// (emptied first).
+    pub fn prepare(
+        target_dir: &Path,
+        binary: &str,
+        edited: &str,
+        scratch: &Path,
+    ) -> Result<CompilerFloor> {
+        let recorded = Store::for_target_dir(target_dir).invocations()?;
+        let binary_invocation = recorded
+            .iter()
+            .find(|i| i.crate_name == binary && i.crate_types.iter().any(|t| t == "bin"))
+            .ok_or_else(|| Error::new(format!("hotpatch recorded no invocation of {binary}")))?;
+        let crates = LocalCrates::new(binary_invocation, &recorded);
+        let edited_index = crates
+            .iter()
+            .find(|(_, krate)| krate.name() == edited)
+            .map(|(index, _)| index)
+            .ok_or_else(|| Error::new(format!("hotpatch recorded no invocation of {edited}")))?;
+        let mut order = crates.libraries_to_rebuild(&BTreeSet::from([edited_index]));
+        order.push(crates.binary());
+
         let _ = std::fs::remove_dir_all(scratch);
-        let (out_dir, incremental) = (scratch.join("out"), scratch.join("incremental"));
-        std::fs::create_dir_all(&out_dir)
-            .context(|| format!("could not create {}", out_dir.display()))?;
-        let recorded_cache = codegen_option(&invocation.args, "incremental")
-            .map(PathBuf::from)
-            .ok_or_else(|| Error::new(format!("{crate_name} is not compiled incrementally")))?;
-        copy_crate_caches(&recorded_cache, crate_name, &incremental)?;
-        let args = patcher::pipeline::recompile::redirect_out_dir(
-            invocation.compiler_args(Path::new("/bin/true")),
-            &out_dir,
-        );
-        let args = with_codegen_option(args, "incremental", &incremental.display().to_string());
-        let floor = CompilerFloor { invocation, args };
-        // rustc reuses far less of its cache the first time it compiles into an output
-        // directory; the floor measures the steady state.
-        floor.compile()?;
+        let incremental = scratch.join("incremental");
+        let mut floor = CompilerFloor {
+            compiles: Vec::new(),
+        };
+        let mut fresh_dirs: Vec<PathBuf> = Vec::new();
+        for index in order {
+            let invocation = crates.get(index).invocation.clone();
+            let name = &invocation.crate_name;
+            let out_dir = scratch.join("out").join(name);
+            std::fs::create_dir_all(&out_dir)
+                .context(|| format!("could not create {}", out_dir.display()))?;
+            let recorded_cache = codegen_option(&invocation.args, "incremental")
+                .map(PathBuf::from)
+                .ok_or_else(|| Error::new(format!("{name} is not compiled incrementally")))?;
+            copy_crate_caches(&recorded_cache, name, &incremental)?;
+            let args = redirect_out_dir(invocation.compiler_args(Path::new("/bin/true")), &out_dir);
+            let args = link_fresh_libraries(args, &fresh_dirs);
+            let args = with_codegen_option(args, "incremental", &incremental.display().to_string());
+            let compile = CrateCompile { invocation, args };
+            // rustc reuses far less of its cache the first time it compiles into an output
+            // directory; the floor measures the steady state. This also leaves the rlib the
+            // dependents' `--extern` now names.
+            compile.run()?;
+            floor.compiles.push(compile);
+            fresh_dirs.push(out_dir);
+        }
         Ok(floor)
     }
 
-    /// Compiles the current sources once; the wall time of the compiler process.
-    pub fn compile(&self) -> Result<Duration> {
-        let started = Instant::now();
+    /// Compiles the current sources once; each crate's compiler wall time, in order.
+    pub fn compile(&self) -> Result<Vec<CrateMillis>> {
+        self.compiles
+            .iter()
+            .map(|compile| {
+                let started = Instant::now();
+                compile.run()?;
+                Ok(CrateMillis {
+                    name: compile.invocation.crate_name.clone(),
+                    ms: started.elapsed().as_secs_f64() * 1e3,
+                })
+            })
+            .collect()
+    }
+}
+
+impl CrateCompile {
+    fn run(&self) -> Result<()> {
         let output = Command::new(&self.invocation.rustc)
             .args(&self.args)
             .env_clear()
@@ -61,14 +111,14 @@ impl CompilerFloor {
             .current_dir(&self.invocation.cwd)
             .output()
             .context(|| format!("could not run {}", self.invocation.rustc.display()))?;
-        let elapsed = started.elapsed();
         if !output.status.success() {
             return Err(Error::new(format!(
-                "the floor compile failed:\n{}",
+                "the floor compile of {} failed:\n{}",
+                self.invocation.crate_name,
                 String::from_utf8_lossy(&output.stderr)
             )));
         }
-        Ok(elapsed)
+        Ok(())
     }
 }
 

@@ -4,8 +4,12 @@
 //! Each program is a binary crate of generated modules (structs, impls, trait objects, generic
 //! helpers, closures, formatting) driven by a frame loop that calls a `#[hotreload]` function.
 //! That function calls `edit_site::tint`, whose `let version = "N";` line is the edit: the
-//! program prints `first-call version=N t=<CLOCK_REALTIME ns>` the first time version N runs,
-//! and `first-frame t=…` after its first frame (for the restart measurement).
+//! program prints `first-call site=bin version=N t=<CLOCK_REALTIME ns>` the first time version N
+//! runs, and `first-frame t=…` after its first frame (for the restart measurement).
+//!
+//! The `crates` program's libraries form a chain (each depends on the one before it); the
+//! deepest holds a second edit site (`site=lib`), which the binary reaches every frame through
+//! each library's `relay`.
 
 use linker_shim::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -18,8 +22,9 @@ const EDIT_SITE: &str = include_str!("templates/edit_site.rs.in");
 const CALL_OVERHEAD: &str = include_str!("templates/call_overhead.rs.in");
 const STOP_TIME: &str = include_str!("templates/stop_time.rs.in");
 const BUSY_WORK: &str = include_str!("templates/busy_work.rs.in");
+const LIBRARY_CHAIN: &str = include_str!("templates/library_chain.rs.in");
 
-/// The library crates the `crates` program depends on.
+/// The library crates the `crates` program depends on, a chain.
 const LIBRARY_CRATES: usize = 3;
 /// The binary crate of the `crates` program, in lines.
 const CRATES_PROGRAM_LINES: usize = 1_000;
@@ -37,37 +42,118 @@ pub const BUSY_THREADS: usize = 8;
 pub enum ProgramSpec {
     /// A binary crate of about this many lines (`1k`, `10k`, `50k`).
     Lines(usize),
-    /// A 1k-line binary crate that depends on a few workspace-local library crates (`crates`).
-    WithCrates,
+    /// A 1k-line binary crate that depends on a chain of workspace-local library crates,
+    /// edited where [`CratesEdit`] says.
+    WithCrates(CratesEdit),
+}
+
+/// Which crate of the `crates` program the bench edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CratesEdit {
+    /// The binary crate (`crates`).
+    Binary,
+    /// The deepest library, which the others depend on (`crates-lib`).
+    DeepestLibrary,
 }
 
 impl std::str::FromStr for ProgramSpec {
     type Err = String;
 
     fn from_str(text: &str) -> std::result::Result<Self, String> {
-        if text == "crates" {
-            return Ok(ProgramSpec::WithCrates);
+        match text {
+            "crates" => return Ok(ProgramSpec::WithCrates(CratesEdit::Binary)),
+            "crates-lib" => return Ok(ProgramSpec::WithCrates(CratesEdit::DeepestLibrary)),
+            _ => {}
         }
         text.strip_suffix('k')
             .and_then(|thousands| thousands.parse::<usize>().ok())
             .filter(|thousands| *thousands > 0)
             .map(|thousands| ProgramSpec::Lines(thousands * 1_000))
-            .ok_or_else(|| format!("`{text}`: expected a size like `10k`, or `crates`"))
+            .ok_or_else(|| {
+                format!("`{text}`: expected a size like `10k`, `crates` or `crates-lib`")
+            })
     }
 }
 
 impl ProgramSpec {
-    /// The label in tables and the package name's suffix: `1k`, `10k`, `crates`.
+    /// As spelled on the command line: `1k`, `10k`, `crates`, `crates-lib`.
     pub fn label(&self) -> String {
         match self {
             ProgramSpec::Lines(lines) => format!("{}k", lines / 1_000),
-            ProgramSpec::WithCrates => "crates".into(),
+            ProgramSpec::WithCrates(CratesEdit::Binary) => "crates".into(),
+            ProgramSpec::WithCrates(CratesEdit::DeepestLibrary) => "crates-lib".into(),
         }
     }
 
-    pub fn package(&self) -> String {
-        format!("bench-{}", self.label())
+    /// The row's name in the tables.
+    pub fn title(&self) -> String {
+        match self {
+            ProgramSpec::WithCrates(CratesEdit::DeepestLibrary) => {
+                "crates (edit in the deepest library)".into()
+            }
+            _ => self.label(),
+        }
     }
+
+    /// The package: both edits of the `crates` program patch the same one.
+    pub fn package(&self) -> String {
+        match self {
+            ProgramSpec::Lines(_) => format!("bench-{}", self.label()),
+            ProgramSpec::WithCrates(_) => "bench-crates".into(),
+        }
+    }
+
+    /// About how many lines its binary crate has.
+    fn binary_lines(&self) -> usize {
+        match self {
+            ProgramSpec::Lines(lines) => *lines,
+            ProgramSpec::WithCrates(_) => CRATES_PROGRAM_LINES,
+        }
+    }
+
+    /// The workspace-local library crates the program depends on, deepest first.
+    fn libraries(&self) -> Vec<String> {
+        match self {
+            ProgramSpec::Lines(_) => Vec::new(),
+            ProgramSpec::WithCrates(_) => (0..LIBRARY_CRATES)
+                .map(|index| format!("{}-lib-{index}", self.package()))
+                .collect(),
+        }
+    }
+
+    /// Where the bench edits the program, generated under `root`.
+    fn edit_site(&self, root: &Path) -> EditSite {
+        let (package, site) = match self {
+            ProgramSpec::WithCrates(CratesEdit::DeepestLibrary) => {
+                (self.libraries().remove(0), LIBRARY_SITE)
+            }
+            _ => (self.package(), BINARY_SITE),
+        };
+        EditSite {
+            file: root.join(&package).join("src/edit_site.rs"),
+            crate_name: crate_name(&package),
+            site,
+        }
+    }
+}
+
+/// The `site=` of the binary crate's edit site.
+const BINARY_SITE: &str = "bin";
+/// The `site=` of the deepest library's edit site.
+const LIBRARY_SITE: &str = "lib";
+
+/// The line the bench rewrites: its file, the crate that file belongs to, and the `site=` of
+/// the `first-call` lines its versions print.
+#[derive(Debug, Clone)]
+pub struct EditSite {
+    pub file: PathBuf,
+    pub crate_name: String,
+    pub site: &'static str,
+}
+
+/// The `--crate-name` cargo gives a package's library or binary.
+pub fn crate_name(package: &str) -> String {
+    package.replace('-', "_")
 }
 
 /// A generated program, ready to build.
@@ -75,22 +161,17 @@ impl ProgramSpec {
 pub struct GeneratedProgram {
     pub spec: ProgramSpec,
     pub package: String,
-    pub dir: PathBuf,
     /// Lines of the binary crate (what a patch recompiles).
     pub lines: usize,
     /// Lines of the workspace-local library crates it depends on.
     pub library_lines: usize,
+    pub edit: EditSite,
 }
 
 impl GeneratedProgram {
-    /// The file the bench edits.
-    pub fn edit_site(&self) -> PathBuf {
-        self.dir.join("src/edit_site.rs")
-    }
-
     /// Writes the edit site at `version`: the one line that differs between versions.
     pub fn write_version(&self, version: u32) -> Result<()> {
-        save(&self.edit_site(), &edit_site_source(version))
+        save(&self.edit.file, &edit_site_source(self.edit.site, version))
     }
 }
 
@@ -138,37 +219,23 @@ pub fn generate(
         CALL_OVERHEAD_PACKAGE.to_string(),
         STOP_TIME_PACKAGE.to_string(),
     ];
-    let mut programs = Vec::new();
+    let mut programs: Vec<GeneratedProgram> = Vec::new();
     for spec in specs {
         let package = spec.package();
-        let dir = root.join(&package);
-        let _ = std::fs::remove_dir_all(&dir);
-        let (module_count, libraries) = match spec {
-            ProgramSpec::Lines(lines) => (modules_for(*lines), Vec::new()),
-            ProgramSpec::WithCrates => (
-                modules_for(CRATES_PROGRAM_LINES),
-                (0..LIBRARY_CRATES)
-                    .map(|index| format!("{package}-lib-{index}"))
-                    .collect(),
-            ),
+        let (lines, library_lines) = match programs.iter().find(|p| p.package == package) {
+            Some(same_package) => (same_package.lines, same_package.library_lines),
+            None => {
+                let libraries = spec.libraries();
+                members.extend(libraries.iter().cloned());
+                members.push(package.clone());
+                let modules = modules_for(spec.binary_lines());
+                write_program(root, &package, modules, &libraries, &hotreload)?
+            }
         };
-        let mut library_lines = 0;
-        let mut dependencies = hotreload.clone();
-        for (index, library) in libraries.iter().enumerate() {
-            let source = module_source(module_count + index);
-            library_lines += source.lines().count();
-            write_package(&root.join(library), library, "", &[("src/lib.rs", source)])?;
-            dependencies.push_str(&format!("{library} = {{ path = \"../{library}\" }}\n"));
-            members.push(library.clone());
-        }
-        let sources = binary_sources(&package, module_count, &libraries);
-        let lines = sources.iter().map(|(_, text)| text.lines().count()).sum();
-        write_package(&dir, &package, &dependencies, &sources)?;
-        members.push(package.clone());
         programs.push(GeneratedProgram {
             spec: spec.clone(),
+            edit: spec.edit_site(root),
             package,
-            dir,
             lines,
             library_lines,
         });
@@ -208,6 +275,44 @@ pub fn generate(
     })
 }
 
+/// Writes a program's package and its `libraries` (replacing earlier sources); its lines and
+/// its libraries' lines.
+fn write_program(
+    root: &Path,
+    package: &str,
+    module_count: usize,
+    libraries: &[String],
+    hotreload: &str,
+) -> Result<(usize, usize)> {
+    let dir = root.join(package);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut library_lines = 0;
+    let mut dependencies = hotreload.to_string();
+    for (index, (library, sources)) in library_sources(libraries, module_count)
+        .into_iter()
+        .enumerate()
+    {
+        library_lines += sources
+            .iter()
+            .map(|(_, text)| text.lines().count())
+            .sum::<usize>();
+        let below = index
+            .checked_sub(1)
+            .map_or(String::new(), |below| path_dependency(&libraries[below]));
+        write_package(&root.join(library), library, &below, &sources)?;
+        dependencies.push_str(&path_dependency(library));
+    }
+    let sources = binary_sources(package, module_count, libraries);
+    let lines = sources.iter().map(|(_, text)| text.lines().count()).sum();
+    write_package(&dir, package, &dependencies, &sources)?;
+    Ok((lines, library_lines))
+}
+
+/// A `[dependencies]` line on workspace package `package`.
+fn path_dependency(package: &str) -> String {
+    format!("{package} = {{ path = \"../{package}\" }}\n")
+}
+
 /// How many generated modules make a binary crate of about `lines` lines.
 fn modules_for(lines: usize) -> usize {
     let fixed = MAIN.lines().count() + CLOCK.lines().count() + EDIT_SITE.lines().count();
@@ -226,26 +331,66 @@ fn module_source(index: usize) -> String {
         .replace("__WORD_LIMIT__", &(8 + index % 9).to_string())
 }
 
+/// `src/…` of each library of the chain (deepest first), which continues the modules after the
+/// binary crate's `modules`: the deepest has the library edit site (at version 0) and a clock,
+/// each has a `relay` calling the one below.
+fn library_sources(libraries: &[String], modules: usize) -> Vec<(&String, Vec<(String, String)>)> {
+    libraries
+        .iter()
+        .enumerate()
+        .map(|(index, library)| {
+            let next = match index.checked_sub(1) {
+                None => "edit_site::tint".to_string(),
+                Some(below) => format!("{}::relay", crate_name(&libraries[below])),
+            };
+            let chain = LIBRARY_CHAIN
+                .replace("__NEXT__", &next)
+                .replace("__K__", &(index + 1).to_string());
+            let mut lib = module_source(modules + index);
+            let mut sources = Vec::new();
+            if index == 0 {
+                lib.push_str("\npub mod clock;\npub mod edit_site;\n");
+                sources.push(("src/clock.rs".to_string(), CLOCK.to_string()));
+                sources.push((
+                    "src/edit_site.rs".to_string(),
+                    edit_site_source(LIBRARY_SITE, 0),
+                ));
+            }
+            lib.push_str(&chain);
+            sources.insert(0, ("src/lib.rs".to_string(), lib));
+            (library, sources)
+        })
+        .collect()
+}
+
 /// `src/…` of the binary crate: main, clock, the edit site at version 0, and the modules.
-/// The frame loop steps through the modules and the libraries' `step` functions.
+/// The frame loop steps through the modules and the libraries' `step` functions, and calls
+/// the top of the library chain.
 fn binary_sources(package: &str, modules: usize, libraries: &[String]) -> Vec<(String, String)> {
     let names: Vec<String> = (0..modules).map(|index| format!("m{index:04}")).collect();
     let declarations: String = names.iter().map(|name| format!("mod {name};\n")).collect();
     let steps: String = names
         .iter()
         .cloned()
-        .chain(libraries.iter().map(|library| library.replace('-', "_")))
+        .chain(libraries.iter().map(|library| crate_name(library)))
         .map(|path| format!("    {path}::step,\n"))
         .collect();
+    let library_chain = libraries.last().map_or(String::new(), |top| {
+        format!(" ^ {}::relay(number)", crate_name(top))
+    });
     let main = MAIN
         .replace("__PACKAGE__", package)
+        .replace("__LIBRARY_CHAIN__", &library_chain)
         .replace("__STEP_COUNT__", &(modules + libraries.len()).to_string())
         .replace("__MODULES__", &declarations)
         .replace("__STEPS__", &steps);
     let mut sources = vec![
         ("src/main.rs".to_string(), main),
         ("src/clock.rs".to_string(), CLOCK.to_string()),
-        ("src/edit_site.rs".to_string(), edit_site_source(0)),
+        (
+            "src/edit_site.rs".to_string(),
+            edit_site_source(BINARY_SITE, 0),
+        ),
     ];
     sources.extend(
         names
@@ -256,9 +401,11 @@ fn binary_sources(package: &str, modules: usize, libraries: &[String]) -> Vec<(S
     sources
 }
 
-/// The edit site with `let version = "<version>";`.
-pub fn edit_site_source(version: u32) -> String {
-    EDIT_SITE.replace("__VERSION__", &version.to_string())
+/// The edit site with `let version = "<version>";`, printing `site=<site>`.
+pub fn edit_site_source(site: &str, version: u32) -> String {
+    EDIT_SITE
+        .replace("__SITE__", site)
+        .replace("__VERSION__", &version.to_string())
 }
 
 /// The factor `busy_work::mix` multiplies by at `version`, which `mix(0)` returns: two
@@ -319,7 +466,14 @@ mod tests {
     #[test]
     fn sizes_parse_from_the_command_line() {
         assert_eq!("10k".parse(), Ok(ProgramSpec::Lines(10_000)));
-        assert_eq!("crates".parse(), Ok(ProgramSpec::WithCrates));
+        assert_eq!(
+            "crates".parse(),
+            Ok(ProgramSpec::WithCrates(CratesEdit::Binary))
+        );
+        let library_edit: ProgramSpec = "crates-lib".parse().unwrap();
+        assert_eq!(library_edit.label(), "crates-lib");
+        assert_eq!(library_edit.title(), "crates (edit in the deepest library)");
+        assert_eq!(library_edit.package(), "bench-crates", "the same program");
         assert!("10".parse::<ProgramSpec>().is_err());
         assert!("0k".parse::<ProgramSpec>().is_err());
         assert_eq!(ProgramSpec::Lines(50_000).package(), "bench-50k");
@@ -350,6 +504,61 @@ mod tests {
     }
 
     #[test]
+    fn library_edit_site_is_in_the_deepest_library() {
+        let root = Path::new("/w");
+        let binary = ProgramSpec::WithCrates(CratesEdit::Binary).edit_site(root);
+        assert_eq!(binary.file, root.join("bench-crates/src/edit_site.rs"));
+        assert_eq!(
+            (binary.crate_name.as_str(), binary.site),
+            ("bench_crates", "bin")
+        );
+        let library = ProgramSpec::WithCrates(CratesEdit::DeepestLibrary).edit_site(root);
+        assert_eq!(
+            library.file,
+            root.join("bench-crates-lib-0/src/edit_site.rs")
+        );
+        assert_eq!(
+            (library.crate_name.as_str(), library.site),
+            ("bench_crates_lib_0", "lib")
+        );
+        assert!(edit_site_source(library.site, 2).contains(r#"first_call("lib", version)"#));
+    }
+
+    #[test]
+    fn the_binary_reaches_the_library_edit_site_through_the_chain() {
+        let libraries: Vec<String> = (0..3).map(|index| format!("p-lib-{index}")).collect();
+        let sources = library_sources(&libraries, 2);
+        let file = |library: usize, path: &str| {
+            let (_, files) = &sources[library];
+            files
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, text)| text.clone())
+        };
+        let deepest = file(0, "src/lib.rs").unwrap();
+        assert!(
+            deepest.contains("pub mod edit_site;") && deepest.contains("edit_site::tint(frame)")
+        );
+        assert!(file(0, "src/edit_site.rs").is_some() && file(1, "src/edit_site.rs").is_none());
+        assert!(file(1, "src/lib.rs")
+            .unwrap()
+            .contains("p_lib_0::relay(frame)"));
+        assert!(file(2, "src/lib.rs")
+            .unwrap()
+            .contains("p_lib_1::relay(frame)"));
+        let main = &binary_sources("p", 2, &libraries)[0].1;
+        assert!(
+            main.contains("edit_site::tint(number) ^ p_lib_2::relay(number)"),
+            "{main}"
+        );
+        for (_, files) in &sources {
+            for (path, text) in files {
+                assert!(!text.contains("__"), "{path} keeps a placeholder");
+            }
+        }
+    }
+
+    #[test]
     fn busy_work_alternates_two_bodies_after_the_original() {
         let factors: Vec<_> = (0..5).map(busy_work_factor).collect();
         assert_eq!(factors, [3, 5, 7, 5, 7]);
@@ -359,7 +568,7 @@ mod tests {
 
     #[test]
     fn versions_differ_in_exactly_one_line() {
-        let (before, after) = (edit_site_source(3), edit_site_source(4));
+        let (before, after) = (edit_site_source("lib", 3), edit_site_source("lib", 4));
         let differing: Vec<_> = before
             .lines()
             .zip(after.lines())

@@ -58,17 +58,21 @@ fn main() -> ExitCode {
     name = "hotpatch-bench",
     about = "Measure edit-to-running under `hotpatch run` against the compiler floor and against cargo build + restart.",
     long_about = "Measure edit-to-running under `hotpatch run` against the compiler floor and against cargo build + restart.\n\n\
-        Generates programs (binary crates of about 1k, 10k and 50k lines, and a 1k one that depends on three \
-        workspace-local library crates) into a scratch cargo workspace, runs each under `hotpatch run \
+        Generates programs (binary crates of about 1k, 10k and 50k lines, and a 1k one that depends on a chain \
+        of three workspace-local library crates) into a scratch cargo workspace, runs each under `hotpatch run \
         --message-format json` (dev profile), and rewrites one line of a function its #[hotreload] frame \
-        function calls, --repeats times. Per edit it measures:\n\n\
+        function calls, --repeats times: in the binary crate, or for `crates-lib` in the deepest library \
+        (every other library depends on it, and the frame reaches it through each). Per edit it measures:\n\n\
         - edit → running: from just before the file write to the program's own timestamp of the first call of \
         the new version (CLOCK_REALTIME on both sides), with hotpatch's breakdown (rustc, diff, link, load);\n\
-        - the compiler floor: the binary crate's rustc invocation exactly as hotpatch recorded it, with \
-        `-C linker=/bin/true` (objects, no link), its own copy of the incremental cache one edit behind, same edit;\n\
+        - the compiler floor: the rustc invocations of the edited crate and of every local crate depending on \
+        it, dependencies first, exactly as hotpatch recorded them, with `-C linker=/bin/true` (objects, no link), \
+        each dependent's --extern on the rlib just built, their own copy of the incremental cache one edit \
+        behind, same edit;\n\
         - cargo build + restart: plain `cargo build` of the edit, then the new executable until its first frame.\n\n\
         Also hotpatch's RSS, the program's RSS growth per patch, patch image sizes and link times with how the \
-        edits reached the program (entry redirects or slots), and the ns a #[hotreload] call and a call of a \
+        edits reached the program (entry redirects or slots), each crate's rustc time when an edit compiles \
+        several, and the ns a #[hotreload] call and a call of a \
         redirected function add over a direct call. Then entry patching's pause: a program whose 8 threads call \
         a function through a stored fn pointer without pause is patched --stop-patches times (two bodies \
         alternating), and the time the runtime stopped its threads to write each entry jump is read from \
@@ -83,9 +87,14 @@ fn main() -> ExitCode {
         cargo run --release -p hotpatch-bench -- --json > bench.json"
 )]
 struct BenchArgs {
-    /// Programs to measure: sizes of the binary crate (`1k`, `10k`, `50k`, any `<N>k`) and
-    /// `crates` (1k lines plus three workspace-local library crates)
-    #[arg(long, value_delimiter = ',', default_value = "1k,10k,50k,crates")]
+    /// Programs to measure: sizes of the binary crate (`1k`, `10k`, `50k`, any `<N>k`),
+    /// `crates` (1k lines plus a chain of three workspace-local library crates, edited in the
+    /// binary crate) and `crates-lib` (the same program, edited in its deepest library)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1k,10k,50k,crates,crates-lib"
+    )]
     sizes: Vec<ProgramSpec>,
 
     /// Edits per program; the tables show medians
@@ -150,7 +159,7 @@ fn run(args: &BenchArgs) -> Result<Report> {
     )?;
     let mut measurements = Vec::new();
     for program in &workspace.programs {
-        let progress = |step: &str| eprintln!("hotpatch-bench: {}: {step}", program.package);
+        let progress = |step: &str| eprintln!("hotpatch-bench: {}: {step}", program.spec.label());
         measurements.push(measure::measure(&setup, program, args.repeats, &progress)?);
     }
     Ok(Report::new(

@@ -1,12 +1,13 @@
-//! One program, measured: a live `hotpatch run` session takes the same one-line edit
-//! `repeats` times; after each patch the compiler floor and the usual rebuild + restart are
+//! One program, measured: a live `hotpatch run` session takes the same one-line edit (in the
+//! binary crate or in a library) `repeats` times; after each patch the compiler floor and the usual rebuild + restart are
 //! measured on the same sources, so all three see the same edit on the same noisy machine.
 
 use super::floor::CompilerFloor;
-use super::generator::GeneratedProgram;
+use super::generator::{crate_name, GeneratedProgram};
 use super::readings::{resident_kib, timestamp_ns};
 use super::realtime_ns;
 use super::rebuild::CargoBuild;
+use hotreload_abi::events::CrateMillis;
 use linker_shim::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -32,7 +33,7 @@ pub struct Setup {
 }
 
 /// One edit, all measurements, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Sample {
     /// From just before the edit is written to the program's first call of the new version.
     pub edit_to_running: f64,
@@ -42,7 +43,12 @@ pub struct Sample {
     pub diff: f64,
     pub link: f64,
     pub load: f64,
+    /// hotpatch's compiler time per crate, in order (patch-applied's `crates`).
+    pub crates: Vec<CrateMillis>,
+    /// The sum of `floor_crates`.
     pub floor: f64,
+    /// The floor's compiler time per crate, in the same order.
+    pub floor_crates: Vec<CrateMillis>,
     pub cargo_build: f64,
     pub restart: f64,
     pub image_bytes: u64,
@@ -62,7 +68,10 @@ pub struct Memory {
 /// Everything measured on one program.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProgramMeasurement {
+    /// As `--sizes` spells it.
     pub label: String,
+    /// The row's name in the tables.
+    pub title: String,
     pub lines: usize,
     pub library_lines: usize,
     pub samples: Vec<Sample>,
@@ -93,8 +102,9 @@ pub fn measure(
     live.patience = PATCH_PATIENCE;
     let floor = CompilerFloor::prepare(
         &setup.target_dir,
-        &program.package.replace('-', "_"),
-        &setup.scratch.join("floor").join(&program.package),
+        &crate_name(&program.package),
+        &program.edit.crate_name,
+        &setup.scratch.join("floor").join(program.spec.label()),
     )?;
     let program_before = resident_kib(live.pid)?.0;
     let mut samples = Vec::new();
@@ -102,10 +112,11 @@ pub fn measure(
     for version in 1..=repeats {
         let written_at = realtime_ns();
         program.write_version(version)?;
-        let (patch, first_call) = wait_for_version(&mut live, version)?;
+        let (patch, first_call) = wait_for_version(&mut live, program.edit.site, version)?;
         let mut sample = patch_sample(&patch, &mut redirected)?;
         sample.edit_to_running = millis_between(written_at, timestamp_ns(&first_call)?);
-        sample.floor = millis(floor.compile()?);
+        sample.floor_crates = floor.compile()?;
+        sample.floor = sample.floor_crates.iter().map(|krate| krate.ms).sum();
         let usual = cargo_build.rebuild_and_restart()?;
         (sample.cargo_build, sample.restart) = (millis(usual.build), millis(usual.restart));
         progress(&format!(
@@ -127,6 +138,7 @@ pub fn measure(
     live.stop()?;
     Ok(ProgramMeasurement {
         label: program.spec.label(),
+        title: program.spec.title(),
         lines: program.lines,
         library_lines: program.library_lines,
         samples,
@@ -148,13 +160,15 @@ pub fn start_hotpatch_run(setup: &Setup, package: &str) -> Result<Session> {
     })
 }
 
-/// Waits for both the `patch-applied` event and the program's `first-call version=<version>`
-/// line, whichever comes first.
-fn wait_for_version(live: &mut Session, version: u32) -> Result<(Event, String)> {
+/// Waits for both the `patch-applied` event and the program's `first-call site=<site>
+/// version=<version>` line, whichever comes first.
+fn wait_for_version(live: &mut Session, site: &str, version: u32) -> Result<(Event, String)> {
     let version = version.to_string();
     let patch = live.wait_event("patch-applied")?;
     let first_call = live.wait_line(|line| {
-        line.starts_with("first-call ") && field(line, "version") == Some(version.as_str())
+        line.starts_with("first-call ")
+            && field(line, "site") == Some(site)
+            && field(line, "version") == Some(version.as_str())
     })?;
     Ok((patch, first_call))
 }
@@ -167,6 +181,7 @@ fn patch_sample(event: &Event, redirected: &mut BTreeSet<String>) -> Result<Samp
         image,
         relinked,
         redirected: entries,
+        crates,
         ..
     } = event
     else {
@@ -182,6 +197,7 @@ fn patch_sample(event: &Event, redirected: &mut BTreeSet<String>) -> Result<Samp
         diff: ms.diff,
         link: ms.link,
         load: ms.load,
+        crates: crates.clone(),
         image_bytes,
         relinked: *relinked,
         ..Sample::default()

@@ -31,7 +31,7 @@ mod tests {
 
     #[test]
     fn fields_and_timestamps_of_program_lines() {
-        let line = "first-call version=3 t=1700000000123456789";
+        let line = "first-call site=bin version=3 t=1700000000123456789";
         assert_eq!(field(line, "version"), Some("3"));
         assert_eq!(timestamp_ns(line).unwrap(), 1_700_000_000_123_456_789);
         assert!(timestamp_ns("first-frame checksum=1").is_err());

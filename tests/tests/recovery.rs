@@ -320,7 +320,7 @@ fn a_session_leaves_nothing_behind_when_it_quits_or_is_killed() {
     }
     assert_eq!(session_dirs(&killed, hotpatch, program).len(), 2);
     let mut next = LiveSession::start(killed.fixture.clone(), &[]);
-    next.edit("word=alpha", "word=gamma");
+    next.edit("word=beta", "word=gamma");
     assert_eq!(
         session_dirs(&killed, hotpatch, program),
         Vec::<std::path::PathBuf>::new(),

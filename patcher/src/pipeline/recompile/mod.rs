@@ -81,36 +81,44 @@ impl PatchBuilds {
         ))
     }
 
-    /// `invocation`'s arguments for a patch build into `out_dir`: the outputs of the
-    /// libraries rebuilt so far replace cargo's, for `--extern` and for the search of
-    /// indirect dependencies (`-L`).
+    /// `invocation`'s arguments for a patch build into `out_dir`, against the outputs of the
+    /// libraries rebuilt so far.
     fn arguments(&self, invocation: &RustcInvocation, out_dir: &Path, shim: &Path) -> Vec<String> {
-        let mut args = redirect_out_dir(invocation.compiler_args(shim), out_dir);
         let fresh: Vec<PathBuf> = self.rebuilt.iter().map(|&i| self.library_dir(i)).collect();
-        let mut index = 0;
-        while index + 1 < args.len() {
-            if args[index] == "--extern" {
-                let replaced = extern_paths(&args[index..index + 2])
-                    .next()
-                    .and_then(|path| {
-                        let name = path.file_name()?;
-                        let dir = fresh.iter().find(|dir| dir.join(name).exists())?;
-                        Some(dir.join(name))
-                    });
-                if let Some(replaced) = replaced {
-                    let (prefix, _) = args[index + 1].split_once('=').expect("has a path");
-                    args[index + 1] = format!("{prefix}={}", replaced.display());
-                }
-                index += 1;
+        link_fresh_libraries(
+            redirect_out_dir(invocation.compiler_args(shim), out_dir),
+            &fresh,
+        )
+    }
+}
+
+/// Recorded compiler arguments made to use fresh builds of local libraries instead of
+/// cargo's: each `--extern` whose file exists in one of `fresh_dirs` points there, and those
+/// directories are searched for indirect dependencies (`-L dependency=`).
+pub fn link_fresh_libraries(mut args: Vec<String>, fresh_dirs: &[PathBuf]) -> Vec<String> {
+    let mut index = 0;
+    while index + 1 < args.len() {
+        if args[index] == "--extern" {
+            let replaced = extern_paths(&args[index..index + 2])
+                .next()
+                .and_then(|path| {
+                    let name = path.file_name()?;
+                    let dir = fresh_dirs.iter().find(|dir| dir.join(name).exists())?;
+                    Some(dir.join(name))
+                });
+            if let Some(replaced) = replaced {
+                let (prefix, _) = args[index + 1].split_once('=').expect("has a path");
+                args[index + 1] = format!("{prefix}={}", replaced.display());
             }
             index += 1;
         }
-        for dir in fresh {
-            args.push("-L".into());
-            args.push(format!("dependency={}", dir.display()));
-        }
-        args
+        index += 1;
     }
+    for dir in fresh_dirs {
+        args.push("-L".into());
+        args.push(format!("dependency={}", dir.display()));
+    }
+    args
 }
 
 /// Why a recompilation produced no revision.
@@ -344,6 +352,34 @@ mod tests {
             .to_vec();
         let redirected = redirect_out_dir(args, Path::new("/s"));
         assert_eq!(redirected, ["--out-dir", "/s", "-C", "x", "--out-dir=/s"]);
+    }
+
+    #[test]
+    fn externs_found_in_fresh_directories_point_there() {
+        let fresh = tempfile::tempdir().unwrap();
+        std::fs::write(fresh.path().join("libcore_lib-a1.rmeta"), "").unwrap();
+        let args = [
+            "--extern",
+            "core_lib=/t/deps/libcore_lib-a1.rmeta",
+            "--extern",
+            "noprelude:other=/t/deps/libother-b2.rlib",
+        ]
+        .map(String::from)
+        .to_vec();
+        let dir = fresh.path().to_owned();
+        let linked = link_fresh_libraries(args, std::slice::from_ref(&dir));
+        let core = dir.join("libcore_lib-a1.rmeta");
+        assert_eq!(
+            linked,
+            [
+                "--extern".to_string(),
+                format!("core_lib={}", core.display()),
+                "--extern".into(),
+                "noprelude:other=/t/deps/libother-b2.rlib".into(),
+                "-L".into(),
+                format!("dependency={}", dir.display()),
+            ]
+        );
     }
 
     #[test]
