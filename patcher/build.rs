@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The crates the embedded library is built from, relative to the checkout.
-const AGENT_SOURCES: [&str; 6] = [
+const AGENT_SOURCES: [&str; 7] = [
+    "Cargo.toml", // the `agent` profile
     "hotreload/src",
     "hotreload/Cargo.toml",
     "hotreload-abi",
