@@ -67,14 +67,22 @@ fn a_crate_without_the_dependency_is_patched_with_its_state_kept() {
     assert_eq!(agent_threads(session.pid), 1);
     let before = frame(&mut session, "v1");
     assert_eq!(field(&before, "pointer"), "2");
+    assert_eq!(field(&before, "risky"), "2");
 
     session
         .fixture
         .replace("format!(\"v1/{steps}\")", "format!(\"v2/{steps}\")");
     session.fixture.replace("    x + 1\n", "    x + 100\n");
+    // A panic in patched code unwinds through the jump into the original `catch_unwind`: the
+    // preloaded runtime registered the image's unwind info with the program's unwinder.
+    session.fixture.replace(
+        "    n + 1\n",
+        "    assert!(n == 0, \"patched code panics\");\n    n + 1\n",
+    );
     session.event("patch-applied");
     let after = frame(&mut session, "v2");
     assert_eq!(field(&after, "pointer"), "101", "{after}");
+    assert_eq!(field(&after, "risky"), "0", "{after}");
     // The static and each thread's thread-local kept counting through the patch.
     assert!(
         number(&after, "frames") > number(&before, "frames"),
