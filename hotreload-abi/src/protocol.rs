@@ -12,6 +12,11 @@ use std::io::{self, BufRead, Write};
 /// When it is absent the runtime starts no thread and opens nothing.
 pub const SOCKET_ENV: &str = "HOTPATCH_SOCKET";
 
+/// Demangled path (without hash) of the static that starts the runtime's agent. An executable
+/// whose symbol table defines it links the runtime, whose agent connects; `hotpatch run` preloads
+/// the runtime (`hotreload-preload`) only into programs that don't, so exactly one agent runs.
+pub const AGENT_STATIC_PATH: &str = "hotreload::agent::START_AGENT";
+
 /// Bumped whenever a message changes shape; the patcher refuses a peer with another version.
 pub const PROTOCOL_VERSION: u32 = 2;
 

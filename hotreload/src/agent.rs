@@ -2,6 +2,11 @@
 //!
 //! It starts before `main` (from `.init_array`, so apps need no init call) and only when
 //! [`SOCKET_ENV`] names a socket; otherwise no thread is started and nothing is opened.
+//!
+//! The same agent runs whether the program links the runtime or `hotpatch run` preloaded it
+//! (`hotreload-preload`): either way it takes the socket's variable, and its own `LD_PRELOAD`
+//! entry if it was preloaded, out of the environment, so the program's children neither
+//! connect to hotpatch nor load the agent.
 
 use crate::identity;
 use crate::loader::{self, LoadedImage};
@@ -11,12 +16,16 @@ use crate::protocol::{
     PROTOCOL_VERSION, SOCKET_ENV,
 };
 use crate::slot::slots;
+use std::ffi::{CStr, OsStr, OsString};
 use std::io::{self, BufReader};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-/// Run by the loader before `main`, like a C constructor.
+/// Run by the loader before `main`, like a C constructor. Its path is
+/// [`hotreload_abi::protocol::AGENT_STATIC_PATH`]: how `hotpatch run` tells that an executable
+/// links the runtime.
 #[used]
 #[link_section = ".init_array"]
 static START_AGENT: extern "C" fn() = start_agent_if_asked;
@@ -25,6 +34,7 @@ extern "C" fn start_agent_if_asked() {
     let Some(socket) = std::env::var_os(SOCKET_ENV) else {
         return;
     };
+    hide_from_children();
     let spawned = std::thread::Builder::new()
         .name("hotreload-agent".into())
         .spawn(move || {
@@ -38,6 +48,57 @@ extern "C" fn start_agent_if_asked() {
     if let Err(error) = spawned {
         eprintln!("hotreload: could not start the agent thread: {error}");
     }
+}
+
+/// Takes [`SOCKET_ENV`] out of the environment, and this library's entry out of `LD_PRELOAD`
+/// when it was preloaded (other entries stay), so processes the program starts inherit neither.
+///
+/// Sound: only ever called from the `.init_array` constructor, before `main`, before the
+/// agent thread exists: nothing else reads or writes the environment yet (the program's std and
+/// this library's std each have their own environment lock, so only "before any other thread"
+/// makes `unsetenv` safe here; edition 2024 would mark these calls `unsafe` for that reason).
+fn hide_from_children() {
+    std::env::remove_var(SOCKET_ENV);
+    let (Some(preloads), Some(me)) = (std::env::var_os("LD_PRELOAD"), this_object_path()) else {
+        return;
+    };
+    if !preload_entries(&preloads).any(|entry| entry == me.as_bytes()) {
+        return; // not preloaded: linked into the executable
+    }
+    let others: Vec<&[u8]> = preload_entries(&preloads)
+        .filter(|entry| *entry != me.as_bytes())
+        .collect();
+    if others.is_empty() {
+        std::env::remove_var("LD_PRELOAD");
+    } else {
+        std::env::set_var("LD_PRELOAD", OsString::from_vec(others.join(&b':')));
+    }
+}
+
+/// The file name the loader knows the object holding this code by: the path exactly as
+/// `LD_PRELOAD` spelled it when preloaded, `argv[0]` when linked into the executable.
+fn this_object_path() -> Option<OsString> {
+    // SAFETY: `Dl_info` is plain data; `dladdr` fills it for an address of this object and
+    // leaves `dli_fname` pointing at the loader's NUL-terminated name, valid while the object
+    // stays loaded (for ever: it is running).
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let here = hide_from_children as *const libc::c_void;
+        if libc::dladdr(here, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        Some(OsString::from_vec(
+            CStr::from_ptr(info.dli_fname).to_bytes().to_vec(),
+        ))
+    }
+}
+
+/// `LD_PRELOAD`'s entries: the loader separates them by spaces or colons.
+fn preload_entries(preloads: &OsStr) -> impl Iterator<Item = &[u8]> {
+    preloads
+        .as_bytes()
+        .split(|&byte| byte == b':' || byte == b' ')
+        .filter(|entry| !entry.is_empty())
 }
 
 /// Connects, says hello, then applies each patch and answers it until the socket closes.
@@ -142,5 +203,38 @@ pub fn hello() -> Hello {
                 current: entry.slot.current() as u64,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_static_path_names_the_constructor_static() {
+        // Legacy mangling spells each path segment as its length and its name.
+        let mangled: String = crate::protocol::AGENT_STATIC_PATH
+            .split("::")
+            .map(|segment| format!("{}{segment}", segment.len()))
+            .collect();
+        let symbols = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(
+            symbols
+                .windows(mangled.len())
+                .any(|window| window == mangled.as_bytes()),
+            "no symbol `{mangled}` in this test binary"
+        );
+    }
+
+    #[test]
+    fn preload_entries_are_split_on_spaces_and_colons() {
+        let entries = |list: &str| {
+            preload_entries(OsStr::new(list))
+                .map(|entry| String::from_utf8(entry.to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(entries("/t/agent.so"), ["/t/agent.so"]);
+        assert_eq!(entries("/t/agent.so:/u/a.so"), ["/t/agent.so", "/u/a.so"]);
+        assert_eq!(entries(" /u/a.so  /u/b.so::"), ["/u/a.so", "/u/b.so"]);
     }
 }

@@ -52,3 +52,31 @@ pub fn build_hotpatch(release: bool, target_dir: Option<&Path>) -> Result<PathBu
         .and_then(|artifact| artifact["executable"].as_str().map(PathBuf::from))
         .ok_or_else(|| Error::new("cargo reported no hotpatch executable"))
 }
+
+/// The source directory of the registry package `name` this checkout depends on (from `cargo
+/// metadata`, so in cargo's own cache: nothing is downloaded that the build did not need).
+pub fn registry_package_dir(name: &str) -> Result<PathBuf> {
+    let output = Command::new(cargo())
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(checkout_dir().join("Cargo.toml"))
+        .output()
+        .context(|| "could not run cargo metadata".into())?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).context(|| {
+        format!(
+            "cargo metadata said: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|package| package["name"] == name && package["source"].is_string())
+        .and_then(|package| package["manifest_path"].as_str())
+        .and_then(|manifest| Path::new(manifest).parent().map(Path::to_path_buf))
+        .ok_or_else(|| {
+            Error::new(format!(
+                "the checkout depends on no registry package `{name}`"
+            ))
+        })
+}

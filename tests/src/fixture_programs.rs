@@ -17,10 +17,14 @@ mod live_patching;
 /// Never linked: its `main` (dead code here) calls a symbol nothing defines.
 #[path = "../fixtures/missing_symbol.rs"]
 mod missing_symbol;
+#[path = "../fixtures/no_dependency.rs"]
+mod no_dependency;
 #[path = "../fixtures/recovery.rs"]
 mod recovery;
 #[path = "../fixtures/stress.rs"]
 mod stress;
+#[path = "../fixtures/third_party.rs"]
+mod third_party;
 #[path = "../fixtures/tiny_entry.rs"]
 mod tiny_entry;
 #[path = "../fixtures/type_layouts.rs"]

@@ -77,7 +77,7 @@ impl AppListener {
             }
             if Instant::now() > deadline {
                 return Err(Error::new(format!(
-                    "the program did not connect within {} s: does it depend on `hotreload` (with its default `enabled` feature)?",
+                    "the program's agent did not connect within {} s",
                     patience.as_secs()
                 )));
             }

@@ -9,6 +9,7 @@
 mod connection;
 mod input;
 mod patching;
+mod preload;
 mod program;
 mod watch;
 

@@ -1,8 +1,10 @@
-//! Starting and stopping the program: build, spawn with the socket's path, connect, watch;
-//! SIGTERM then SIGKILL; its exit status as hotpatch's own.
+//! Starting and stopping the program: build, spawn with the socket's path (and the runtime
+//! preloaded when the program doesn't link it), connect, watch; SIGTERM then SIGKILL; its exit
+//! status as hotpatch's own.
 
 use super::connection::AppListener;
 use super::patching::{start_patching, Patching};
+use super::preload::provide_agent;
 use super::{Runner, Signal};
 use crate::capture::build::build;
 use crate::output::events::Event;
@@ -34,14 +36,17 @@ impl Runner<'_> {
         self.reporter
             .emit(Event::BuildFinished { outcome: &outcome });
         let listener = AppListener::bind()?;
-        let mut child = Command::new(&outcome.exe)
+        let mut program = Command::new(&outcome.exe);
+        program
             .args(&self.args.program_args)
             .env(SOCKET_ENV, listener.path())
             .stdin(if self.keys {
                 Stdio::null()
             } else {
                 Stdio::inherit()
-            })
+            });
+        provide_agent(&mut program, &outcome.exe, outcome.store.root())?;
+        let mut child = program
             .spawn()
             .context(|| format!("could not start {}", outcome.exe.display()))?;
         self.runs += 1;

@@ -4,6 +4,7 @@
 //! A dev-profile executable keeps `.symtab`, with Rust items as LOCAL symbols (the linker
 //! demotes hidden ones); `.dynsym` has none of them, so `.symtab` is the source of truth.
 
+use hotreload_abi::protocol::AGENT_STATIC_PATH;
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 use linker_shim::{Context, Error, Result};
 use object::elf::PT_TLS;
@@ -235,6 +236,23 @@ impl BaseExecutable {
             .filter(|s| s.kind == ExeSymbolKind::ThreadLocal)?;
         Some(symbol.address as i64 - self.tls_block_size? as i64)
     }
+}
+
+/// Whether the executable links the `hotreload` runtime, whose agent then connects by itself:
+/// its symbol table defines the agent's constructor static
+/// ([`hotreload_abi::protocol::AGENT_STATIC_PATH`]; a plain `cargo build` keeps `.symtab`, and
+/// hotpatch's own builds always do).
+pub fn links_runtime(path: &Path) -> Result<bool> {
+    let data = std::fs::read(path)
+        .context(|| format!("could not read the executable {}", path.display()))?;
+    let elf = ElfFile64::<object::LittleEndian>::parse(&*data)
+        .context(|| format!("{} is not an x86-64 ELF executable", path.display()))?;
+    Ok(elf.symbols().any(|symbol| {
+        symbol.name().is_ok_and(|name| {
+            name.contains("START_AGENT")
+                && format!("{:#}", rustc_demangle::demangle(name)) == AGENT_STATIC_PATH
+        })
+    }))
 }
 
 /// The offset of an instruction of the function `code` (starting at `entry`) that would land
