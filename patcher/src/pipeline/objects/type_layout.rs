@@ -61,3 +61,13 @@ impl Shape {
         }
     }
 }
+
+/// A field at a known offset, for the layout tests.
+#[cfg(test)]
+pub(crate) fn field(name: &str, offset: u64, type_name: &str) -> Field {
+    Field {
+        name: name.into(),
+        offset: Some(offset),
+        type_name: type_name.into(),
+    }
+}

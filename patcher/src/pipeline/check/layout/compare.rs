@@ -196,14 +196,7 @@ fn discriminant_value(value: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn field(name: &str, offset: u64, type_name: &str) -> Field {
-        Field {
-            name: name.into(),
-            offset: Some(offset),
-            type_name: type_name.into(),
-        }
-    }
+    use crate::pipeline::objects::type_layout::field;
 
     fn record(size: u64, fields: Vec<Field>) -> Layout {
         Layout {

@@ -258,16 +258,9 @@ fn matched_fields<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::objects::type_layout::field;
     use crate::pipeline::objects::type_layout::Discriminant;
     use std::collections::HashMap;
-
-    fn field(name: &str, offset: u64, type_name: &str) -> Field {
-        Field {
-            name: name.into(),
-            offset: Some(offset),
-            type_name: type_name.into(),
-        }
-    }
 
     /// `async fn step(n: u64)` suspended once, with `suspended` living across its `.await`.
     fn future(size: u64, suspends: Vec<Vec<Field>>) -> Layout {
