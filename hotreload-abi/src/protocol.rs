@@ -12,6 +12,16 @@ use std::io::{self, BufRead, Write};
 /// When it is absent the runtime starts no thread and opens nothing.
 pub const SOCKET_ENV: &str = "HOTPATCH_SOCKET";
 
+/// The packages of the runtime itself. hotpatch never patches them — the code that applies a
+/// patch can't be rewritten by one — so, even as path dependencies, they are built and
+/// captured like registry crates: not watched, not recompiled, not diffed.
+pub const RUNTIME_PACKAGES: [&str; 4] = [
+    "hotreload",
+    "hotreload-abi",
+    "hotreload-macro",
+    "hotreload-preload",
+];
+
 /// Demangled path (without hash) of the static that starts the runtime's agent. An executable
 /// whose symbol table defines it links the runtime, whose agent connects; `hotpatch run` preloads
 /// the runtime (`hotreload-preload`) only into programs that don't, so exactly one agent runs.

@@ -1,7 +1,7 @@
 //! A binary crate that does not depend on `hotreload`, patched under a real `hotpatch run`:
 //! hotpatch preloads the runtime, whose agent connects like a linked one. Its children inherit
 //! neither the preload nor the socket, a program that links the runtime gets no preload, and a
-//! crates.io crate copied unchanged into a local crate is patched.
+//! registry crate copied unchanged into a local crate is patched.
 
 use std::path::Path;
 use std::process::Command;

@@ -2,6 +2,7 @@
 //! executable to build, made the way `cargo run` makes it.
 
 use crate::commands::args::TargetSelection;
+use hotreload_abi::protocol::RUNTIME_PACKAGES;
 use linker_shim::{Context, Error, Result, Store, TargetKey, TargetKind};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,13 @@ impl Package {
     }
 }
 
+impl Package {
+    /// On disk (no registry or git source) and not one of the runtime's own packages.
+    fn is_local(&self) -> bool {
+        self.source.is_none() && !RUNTIME_PACKAGES.contains(&self.name.as_str())
+    }
+}
+
 impl Workspace {
     /// Runs `cargo metadata --no-deps` for the workspace of `manifest_path` (or of the
     /// current directory).
@@ -67,13 +75,14 @@ impl Workspace {
     }
 
     /// The directories of the local packages of the build: the members and every path
-    /// dependency, wherever it lives (`cargo metadata` with dependencies resolved).
+    /// dependency, wherever it lives (`cargo metadata` with dependencies resolved) — except
+    /// the runtime's own packages, which are never patched.
     pub fn local_package_dirs(manifest_path: Option<&Path>) -> Result<Vec<PathBuf>> {
         let resolved = Workspace::metadata(manifest_path, &[])?;
         Ok(resolved
             .packages
             .iter()
-            .filter(|package| package.source.is_none())
+            .filter(|package| package.is_local())
             .map(|package| package.dir().to_owned())
             .collect())
     }
@@ -429,5 +438,21 @@ mod tests {
             ws.resolve(&in_root).unwrap(),
             key("root-app", TargetKind::Bin, "root-app", "dev")
         );
+    }
+
+    #[test]
+    fn local_packages_are_on_disk_and_not_the_runtime() {
+        let package = |name: &str, source: Option<&str>| Package {
+            name: name.into(),
+            source: source.map(Into::into),
+            manifest_path: PathBuf::from("/w").join(name).join("Cargo.toml"),
+            targets: Vec::new(),
+            default_run: None,
+        };
+        assert!(package("game", None).is_local());
+        assert!(!package("serde", Some("registry")).is_local());
+        for runtime in RUNTIME_PACKAGES {
+            assert!(!package(runtime, None).is_local(), "{runtime}");
+        }
     }
 }
