@@ -8,7 +8,7 @@ pub use hotreload_abi::events::Event;
 use linker_shim::{Context, Error, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -276,27 +276,39 @@ impl Session {
 
 impl Drop for Session {
     /// Quits hotpatch as a person would (SIGTERM: it stops the program and removes its socket
-    /// directory and patch images); kills both if that takes too long.
+    /// directory and patch images); kills both if that takes too long, and the program if
+    /// hotpatch was killed (a killed hotpatch leaves its program running, on purpose).
     fn drop(&mut self) {
         self.program_stdin = None;
-        if matches!(self.hotpatch.try_wait(), Ok(Some(_))) {
-            return; // it quit already (and was reaped: its pid may be reused)
+        let exit = match self.hotpatch.try_wait() {
+            Ok(None) => self.quit_hotpatch(),
+            exited => exited.ok().flatten(),
+        };
+        let orphaned = exit.is_none_or(|status| status.signal().is_some());
+        if orphaned && self.pid != 0 {
+            // SAFETY: kill(2) on the program this session started, which no hotpatch stopped:
+            // at worst it ended by itself meanwhile and its pid was reused.
+            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
         }
+        if exit.is_none() {
+            let _ = self.hotpatch.kill();
+            let _ = self.hotpatch.wait();
+        }
+    }
+}
+
+impl Session {
+    /// Sends hotpatch SIGTERM and waits for it to exit; `None` if it didn't in time.
+    fn quit_hotpatch(&mut self) -> Option<std::process::ExitStatus> {
         self.signal_hotpatch(libc::SIGTERM);
         let deadline = Instant::now() + QUIT_PATIENCE;
         while Instant::now() < deadline {
-            if !matches!(self.hotpatch.try_wait(), Ok(None)) {
-                return;
+            match self.hotpatch.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                exited => return exited.ok().flatten(),
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        if self.pid != 0 {
-            // SAFETY: kill(2) on the program this session started and did not see stop; at
-            // worst it is gone already (or, after a crash, its pid was reused).
-            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
-        }
-        let _ = self.hotpatch.kill();
-        let _ = self.hotpatch.wait();
+        None
     }
 }
 
