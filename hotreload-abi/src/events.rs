@@ -31,6 +31,15 @@ pub enum Event {
     },
     /// The program was started.
     AppStarted { pid: u32 },
+    /// `hotpatch attach` connected to a program an earlier `hotpatch` started, which had
+    /// `generation` patches applied and `images` patch images mapped.
+    Attached {
+        pid: u32,
+        generation: u64,
+        images: usize,
+    },
+    /// `hotpatch attach` let go of the program, which runs on (attach again to patch it).
+    Detached { pid: u32 },
     /// Patching is live: these source directories are watched.
     Watching { directories: Vec<PathBuf> },
     /// How to drive the run: keys on hotpatch's stdin (`keys`), or signals to `pid`.
@@ -81,7 +90,8 @@ pub enum Event {
     CompileError { rendered: String },
     /// Something worth saying that is not one of the above (a crash, a failed restart…).
     Warning { message: String },
-    /// The program ended: `status` is its exit code, `signal` what killed it.
+    /// The program ended: `status` is its exit code, `signal` what killed it (both unknown
+    /// for a program `hotpatch attach` did not start).
     AppExited {
         status: Option<i32>,
         signal: Option<i32>,
@@ -185,6 +195,18 @@ mod tests {
         round_trip(
             Event::AppStarted { pid: 508 },
             json!({"event": "app-started", "pid": 508}),
+        );
+        round_trip(
+            Event::Attached {
+                pid: 508,
+                generation: 3,
+                images: 2,
+            },
+            json!({"event": "attached", "pid": 508, "generation": 3, "images": 2}),
+        );
+        round_trip(
+            Event::Detached { pid: 508 },
+            json!({"event": "detached", "pid": 508}),
         );
         round_trip(
             Event::Watching {

@@ -7,10 +7,68 @@
 
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 
 /// Environment variable through which `hotpatch run` tells the app where to connect.
 /// When it is absent the runtime starts no thread and opens nothing.
 pub const SOCKET_ENV: &str = "HOTPATCH_SOCKET";
+
+/// Once its first `hotpatch` has gone, the agent listens for the next one (`hotpatch attach`)
+/// on the socket [`attach_socket`] names: in a directory only its user can open, beside the
+/// first socket's directory, named after the program's pid so whoever looks for it finds it
+/// and the next `hotpatch` removes it once the program is gone.
+pub const ATTACH_DIR_PREFIX: &str = "hotpatch-program-";
+
+/// The socket a program with pid `pid` listens on for `hotpatch attach`, under `temp_dir`.
+pub fn attach_socket(temp_dir: &Path, pid: u32) -> PathBuf {
+    temp_dir
+        .join(format!("{ATTACH_DIR_PREFIX}{pid}"))
+        .join("agent.sock")
+}
+
+/// The user id of the process at the other end of `stream` (`SO_PEERCRED`): both ends speak
+/// only with their own user, whatever the socket's file mode says.
+pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    let mut credentials = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut length = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `length` bytes into `credentials`, a live `ucred`
+    // of exactly that size, and the descriptor is open for the borrow of `stream`.
+    let result = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut credentials).cast(),
+            &mut length,
+        )
+    };
+    if result == 0 {
+        Ok(credentials.uid)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Refuses a peer of another user than this process's (see [`peer_uid`]).
+pub fn check_same_user(stream: &UnixStream) -> io::Result<()> {
+    let peer = peer_uid(stream)?;
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if peer == me {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("the peer runs as user {peer}, not as this process's user {me}"),
+        ))
+    }
+}
 
 /// The packages of the runtime itself. hotpatch never patches them — the code that applies a
 /// patch can't be rewritten by one — so, even as path dependencies, they are built and
@@ -57,6 +115,25 @@ pub struct Hello {
     pub load_bias: u64,
     pub exe: String,
     pub slots: Vec<SlotInfo>,
+    /// Patches applied so far (not zero when a `hotpatch` re-attaches).
+    #[serde(default)]
+    pub generation: u64,
+    /// Patch images mapped so far, oldest first.
+    #[serde(default)]
+    pub images: Vec<MappedImage>,
+    /// Function entries that jump elsewhere now (every `target` is `Some`).
+    #[serde(default)]
+    pub redirected: Vec<EntryChange>,
+}
+
+/// A patch image the program has mapped, as a re-attaching `hotpatch` learns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappedImage {
+    /// The file it was mapped from.
+    pub path: String,
+    /// The runtime addresses it occupies.
+    pub start: u64,
+    pub end: u64,
 }
 
 /// One slot to rewire.
@@ -161,6 +238,8 @@ pub fn receive<T: for<'de> Deserialize<'de>>(input: &mut impl BufRead) -> io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn messages_round_trip_as_json_lines() {
@@ -204,6 +283,66 @@ mod tests {
             })
         );
         assert_eq!(receive::<Reply>(&mut input).unwrap(), None);
+    }
+
+    #[test]
+    fn a_peer_of_this_user_is_accepted() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        check_same_user(&ours).unwrap();
+        check_same_user(&theirs).unwrap();
+    }
+
+    /// Needs root, to connect as another user (CI runs as root); otherwise checks nothing more
+    /// than [`a_peer_of_this_user_is_accepted`] and says so.
+    #[test]
+    fn a_peer_of_another_user_is_refused() {
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root: can't connect as another user, skipped");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("peer-uid-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let socket = dir.join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let everyone = std::fs::Permissions::from_mode(0o777);
+        std::fs::set_permissions(&dir, everyone.clone()).unwrap();
+        std::fs::set_permissions(&socket, everyone).unwrap();
+        let path = std::ffi::CString::new(socket.as_os_str().as_bytes()).unwrap();
+        // SAFETY: the child runs only async-signal-safe calls (setgid, setuid, socket,
+        // connect, read, _exit) on memory prepared before the fork, and never returns.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: as above; `address` is a zeroed sockaddr_un filled within its bounds.
+            unsafe {
+                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    libc::_exit(2);
+                }
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                let mut address: libc::sockaddr_un = std::mem::zeroed();
+                address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+                for (slot, byte) in address.sun_path.iter_mut().zip(path.as_bytes()) {
+                    *slot = *byte as libc::c_char;
+                }
+                let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                if libc::connect(fd, (&raw const address).cast(), length) != 0 {
+                    libc::_exit(3);
+                }
+                let mut byte = 0u8;
+                libc::read(fd, (&raw mut byte).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        let (stream, _) = listener.accept().unwrap();
+        let refusal = check_same_user(&stream).unwrap_err();
+        drop(stream);
+        let mut status = 0;
+        // SAFETY: waitpid(2) on the child forked above.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(refusal.kind(), io::ErrorKind::PermissionDenied);
+        assert!(refusal.to_string().contains("65534"), "{refusal}");
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! It starts before `main` (from `.init_array`, so apps need no init call) and only when
 //! [`SOCKET_ENV`] names a socket; otherwise no thread is started and nothing is opened.
 //!
+//! When that `hotpatch` goes away while the program runs on, the agent listens for another to
+//! attach (`hotpatch attach`) and tells it what the program runs, so patching continues.
+//!
 //! The same agent runs whether the program links the runtime or `hotpatch run` preloaded it
 //! (`hotreload-preload`): either way it takes the socket's variable, and its own `LD_PRELOAD`
 //! entry if it was preloaded, out of the environment, so the program's children neither
@@ -12,14 +15,16 @@ use crate::identity;
 use crate::loader::{self, LoadedImage};
 use crate::patching::{apply_in_mode, Applied};
 use crate::protocol::{
-    receive, send, EntryChange, Hello, PatchImage, Reply, Request, SlotInfo, SlotUpdate,
-    PROTOCOL_VERSION, SOCKET_ENV,
+    attach_socket, check_same_user, receive, send, EntryChange, Hello, MappedImage, PatchImage,
+    Reply, Request, SlotInfo, SlotUpdate, PROTOCOL_VERSION, SOCKET_ENV,
 };
+use crate::redirect::redirects;
 use crate::slot::slots;
 use std::ffi::{CStr, OsStr, OsString};
 use std::io::{self, BufReader};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
@@ -37,17 +42,76 @@ extern "C" fn start_agent_if_asked() {
     hide_from_children();
     let spawned = std::thread::Builder::new()
         .name("hotreload-agent".into())
-        .spawn(move || {
-            if let Err(error) = serve(Path::new(&socket)) {
-                eprintln!(
-                    "hotreload: no hot patching for this run: {}: {error}",
-                    Path::new(&socket).display()
-                );
-            }
-        });
+        .spawn(move || serve_each_hotpatch(Path::new(&socket)));
     if let Err(error) = spawned {
         eprintln!("hotreload: could not start the agent thread: {error}");
     }
+}
+
+/// Serves the `hotpatch` that started the program; once it is gone (killed, its terminal
+/// closed), listens for the next one to attach, and serves each in turn, so the program can be
+/// patched again without a restart.
+fn serve_each_hotpatch(socket: &Path) {
+    let first = UnixStream::connect(socket).and_then(serve);
+    if let Err(error) = first {
+        eprintln!(
+            "hotreload: no hot patching for this run: {}: {error}",
+            socket.display()
+        );
+        return;
+    }
+    // The first socket's directory sits in hotpatch's temporary directory: the next one
+    // looks there.
+    let temp_dir = socket
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let listener = match listen_for_attach(&temp_dir) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("hotreload: hotpatch is gone and no other can attach: {error}");
+            return;
+        }
+    };
+    eprintln!(
+        "hotreload: hotpatch is gone; `hotpatch attach {}` patches this program again",
+        std::process::id()
+    );
+    for stream in listener.incoming() {
+        let served = stream.and_then(|stream| {
+            check_same_user(&stream)?;
+            serve(stream)
+        });
+        if let Err(error) = served {
+            eprintln!("hotreload: an attached hotpatch was dropped: {error}");
+        }
+    }
+}
+
+/// Binds [`attach_socket`] for this process: a fresh directory only this user can open
+/// (replacing one an earlier process with this pid left, if this user owns it), the socket
+/// itself only this user can use.
+fn listen_for_attach(temp_dir: &Path) -> io::Result<UnixListener> {
+    let socket = attach_socket(temp_dir, std::process::id());
+    let Some(dir) = socket.parent() else {
+        return Err(io::Error::other("the attach socket has no directory"));
+    };
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let user = unsafe { libc::geteuid() };
+    match std::fs::symlink_metadata(dir) {
+        Ok(stale) if stale.is_dir() && stale.uid() == user => std::fs::remove_dir_all(dir)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not this user's", dir.display()),
+            ))
+        }
+        Err(_) => {}
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+    let listener = UnixListener::bind(&socket)?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 /// Takes [`SOCKET_ENV`] out of the environment, and this library's entry out of `LD_PRELOAD`
@@ -101,9 +165,8 @@ fn preload_entries(preloads: &OsStr) -> impl Iterator<Item = &[u8]> {
         .filter(|entry| !entry.is_empty())
 }
 
-/// Connects, says hello, then applies each patch and answers it until the socket closes.
-fn serve(socket: &Path) -> io::Result<()> {
-    let stream = UnixStream::connect(socket)?;
+/// Says hello, then applies each patch and answers it until the socket closes.
+fn serve(stream: UnixStream) -> io::Result<()> {
     let mut requests = BufReader::new(stream.try_clone()?);
     let mut replies = stream;
     send(&mut replies, &Reply::Hello(hello()))?;
@@ -193,6 +256,24 @@ pub fn hello() -> Hello {
         exe: std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
+        generation: crate::patching::generation(),
+        images: LIVE_IMAGES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|image| MappedImage {
+                path: image.path().display().to_string(),
+                start: image.range().start,
+                end: image.range().end,
+            })
+            .collect(),
+        redirected: redirects()
+            .into_iter()
+            .map(|redirect| EntryChange {
+                entry: redirect.entry,
+                target: Some(redirect.target),
+            })
+            .collect(),
         slots: slots()
             .iter()
             .map(|entry| SlotInfo {

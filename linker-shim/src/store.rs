@@ -149,19 +149,20 @@ impl Store {
         })
     }
 
-    /// Protects revision `id` from pruning for as long as the current process lives
-    /// (a session pins its base revision; a crashed session's pins lapse by themselves).
-    pub fn pin(&self, id: &RevisionId) -> Result<()> {
+    /// Protects revision `id` from pruning for as long as process `holder` lives (a session
+    /// pins its base revision for as long as the program runs, so a later `hotpatch attach`
+    /// still finds it; pins of processes that are gone lapse by themselves).
+    pub fn pin(&self, id: &RevisionId, holder: u32) -> Result<()> {
         self.load(id)?;
-        let path = self.pin_path(id);
+        let path = self.pin_path(id, holder);
         fs::create_dir_all(self.pins_dir())
             .context(|| format!("could not create {}", self.pins_dir().display()))?;
         fs::write(&path, b"").context(|| format!("could not write the pin {}", path.display()))
     }
 
-    /// Removes the current process's pin of `id` (no error if there was none).
-    pub fn unpin(&self, id: &RevisionId) -> Result<()> {
-        let path = self.pin_path(id);
+    /// Removes `holder`'s pin of `id` (no error if there was none).
+    pub fn unpin(&self, id: &RevisionId, holder: u32) -> Result<()> {
+        let path = self.pin_path(id, holder);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::new(format!(
                 "could not remove the pin {}: {e}",
@@ -171,8 +172,8 @@ impl Store {
         }
     }
 
-    fn pin_path(&self, id: &RevisionId) -> PathBuf {
-        self.pins_dir().join(format!("{id}@{}", std::process::id()))
+    fn pin_path(&self, id: &RevisionId, holder: u32) -> PathBuf {
+        self.pins_dir().join(format!("{id}@{holder}"))
     }
 
     /// Revisions pinned by a live process. Pins of processes that are gone are deleted.
@@ -517,7 +518,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::for_target_dir(dir.path());
         let first = commit(&store, 1, target("app"));
-        store.pin(&first.id).unwrap();
+        store.pin(&first.id, std::process::id()).unwrap();
         let other = commit(&store, 2, target("other"));
         let app: Vec<_> = (3..10)
             .map(|millis| commit(&store, millis, target("app")))
@@ -540,7 +541,7 @@ mod tests {
             "other targets are pruned separately"
         );
 
-        store.unpin(&first.id).unwrap();
+        store.unpin(&first.id, std::process::id()).unwrap();
         store.prune(&target("app")).unwrap();
         assert!(store.load(&first.id).is_err());
     }
@@ -559,7 +560,7 @@ mod tests {
         )
         .unwrap();
         assert!(store.pinned().unwrap().is_empty());
-        store.pin(&revision.id).unwrap();
+        store.pin(&revision.id, std::process::id()).unwrap();
         assert_eq!(
             store.pinned().unwrap().into_iter().collect::<Vec<_>>(),
             [revision.id]

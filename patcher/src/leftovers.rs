@@ -33,7 +33,7 @@ pub(crate) fn remove_dirs_of_ended_processes(root: &Path, prefix: &str) {
 
 /// True when process `pid` is gone or a zombie (ended, not yet reaped: in a container whose
 /// first process reaps nothing, an orphan stays one).
-fn has_ended(pid: &str) -> bool {
+pub(crate) fn has_ended(pid: &str) -> bool {
     let Ok(stat) = std::fs::read_to_string(Path::new("/proc").join(pid).join("stat")) else {
         return true;
     };

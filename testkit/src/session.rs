@@ -88,28 +88,30 @@ pub struct Session {
 impl Session {
     /// Starts hotpatch and waits until the program runs and hotpatch watches its sources.
     pub fn start(launch: &Launch) -> Result<Session> {
-        let mut command = Command::new(launch.hotpatch_exe);
-        command.args(["run", "--message-format", "json"]);
-        if let Some(mask) = launch.umask {
-            // SAFETY: umask(2) is async-signal-safe and touches no memory: fine between fork
-            // and exec.
-            unsafe {
-                command.pre_exec(move || {
-                    libc::umask(mask);
-                    Ok(())
-                })
-            };
-        }
-        if let Some(package) = launch.package {
-            command.args(["-p", package]);
-        }
+        let mut command = hotpatch_command(launch, "run");
+        command.arg("--").args(launch.program_args);
+        let mut session = Session::spawn(command, launch)?;
+        session.wait_started()?;
+        Ok(session)
+    }
+
+    /// Starts `hotpatch attach [PID]` (on `launch`'s project; its program arguments are
+    /// unused) and waits until it has attached to the program and watches its sources.
+    pub fn attach(launch: &Launch, pid: Option<u32>) -> Result<Session> {
+        let mut command = hotpatch_command(launch, "attach");
+        command.args(pid.map(|pid| pid.to_string()));
+        let mut session = Session::spawn(command, launch)?;
+        let attached = session.wait_event("attached")?;
+        let Event::Attached { pid, .. } = attached else {
+            return Err(Error::new(format!("not attached: {attached:?}")));
+        };
+        session.pid = pid;
+        session.wait_event("watching")?;
+        Ok(session)
+    }
+
+    fn spawn(mut command: Command, launch: &Launch) -> Result<Session> {
         let mut hotpatch = command
-            .arg("--manifest-path")
-            .arg(launch.manifest_path)
-            .arg("--target-dir")
-            .arg(launch.target_dir)
-            .arg("--")
-            .args(launch.program_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -120,7 +122,7 @@ impl Session {
         forward(hotpatch.stderr.take(), sender, |line| {
             Output::Report(Report::parse(line))
         });
-        let mut session = Session {
+        Ok(Session {
             program_stdin: hotpatch.stdin.take(),
             hotpatch,
             outputs,
@@ -129,9 +131,7 @@ impl Session {
             seen: Vec::new(),
             pid: 0,
             patience: launch.patience,
-        };
-        session.wait_started()?;
-        Ok(session)
+        })
     }
 
     /// Waits for the program to be started (again, after a restart) and watched; updates
@@ -310,6 +310,31 @@ impl Session {
         }
         None
     }
+}
+
+/// `hotpatch SUBCOMMAND --message-format json` on `launch`'s project, under its umask.
+fn hotpatch_command(launch: &Launch, subcommand: &str) -> Command {
+    let mut command = Command::new(launch.hotpatch_exe);
+    command.args([subcommand, "--message-format", "json"]);
+    if let Some(mask) = launch.umask {
+        // SAFETY: umask(2) is async-signal-safe and touches no memory: fine between fork
+        // and exec.
+        unsafe {
+            command.pre_exec(move || {
+                libc::umask(mask);
+                Ok(())
+            })
+        };
+    }
+    if let Some(package) = launch.package {
+        command.args(["-p", package]);
+    }
+    command
+        .arg("--manifest-path")
+        .arg(launch.manifest_path)
+        .arg("--target-dir")
+        .arg(launch.target_dir);
+    command
 }
 
 /// How long a dropped session's hotpatch gets to quit (it gives the program 3 s to stop).

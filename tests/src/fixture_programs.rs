@@ -4,6 +4,8 @@
 
 #[path = "../fixtures/async_fns.rs"]
 mod async_fns;
+#[path = "../fixtures/attach.rs"]
+mod attach;
 #[path = "../fixtures/capture_diff.rs"]
 mod capture_diff;
 #[path = "../fixtures/entry_stress.rs"]

@@ -31,19 +31,22 @@ impl LiveSession {
         program_args: &[&str],
         umask: Option<libc::mode_t>,
     ) -> LiveSession {
-        let session = Session::start(&Launch {
-            hotpatch_exe: hotpatch_exe(),
-            manifest_path: &fixture.manifest_path(),
-            package: None,
-            target_dir: &fixture.target_dir,
-            program_args,
-            patience: PATIENCE,
-            umask,
-        })
-        .unwrap_or_else(|error| panic!("{error}"));
+        let manifest_path = fixture.manifest_path();
+        let session = Session::start(&launch(&fixture, &manifest_path, program_args, umask))
+            .unwrap_or_else(|error| panic!("{error}"));
         let mut live = LiveSession { fixture, session };
         live.line_where(|_| true);
         live
+    }
+
+    /// Starts `hotpatch attach [PID]` on the fixture's program `pid` (without: the one that
+    /// waits), whose `hotpatch run` is gone, and waits until it is attached and watching. The
+    /// program's lines still reach the session that started it.
+    pub fn attach(fixture: FixtureCrate, pid: Option<u32>) -> LiveSession {
+        let manifest_path = fixture.manifest_path();
+        let session = Session::attach(&launch(&fixture, &manifest_path, &[], None), pid)
+            .unwrap_or_else(|error| panic!("{error}"));
+        LiveSession { fixture, session }
     }
 
     /// The next event named `name`; fails on `compile-error` or a refusal it did not ask for.
@@ -99,6 +102,24 @@ impl Deref for LiveSession {
 impl DerefMut for LiveSession {
     fn deref_mut(&mut self) -> &mut Session {
         &mut self.session
+    }
+}
+
+/// What runs `fixture`'s program (through `manifest_path`, its manifest).
+fn launch<'a>(
+    fixture: &'a FixtureCrate,
+    manifest_path: &'a std::path::Path,
+    program_args: &'a [&'a str],
+    umask: Option<libc::mode_t>,
+) -> Launch<'a> {
+    Launch {
+        hotpatch_exe: hotpatch_exe(),
+        manifest_path,
+        package: None,
+        target_dir: &fixture.target_dir,
+        program_args,
+        patience: PATIENCE,
+        umask,
     }
 }
 

@@ -266,15 +266,16 @@ fn the_socket_is_private_and_sessions_do_not_share_it() {
 }
 
 /// The directories a session of `hotpatch` (pid `hotpatch`) and its program (pid `program`)
-/// own: the socket's in the temporary directory, the patch images' in the store.
+/// own: the sockets' in the temporary directory (hotpatch's, and the one the program listens
+/// on for `hotpatch attach` once hotpatch is gone), the patch images' in the store.
 fn session_dirs(session: &LiveSession, hotpatch: u32, program: u32) -> Vec<std::path::PathBuf> {
     let socket_dirs = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()
         .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("hotpatch-{hotpatch}-"))
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("hotpatch-{hotpatch}-"))
+                || name == format!("hotpatch-program-{program}")
         });
     let patches = session.fixture.target_dir.join("hotpatch/patches");
     let image_dirs = std::fs::read_dir(patches)

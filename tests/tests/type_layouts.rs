@@ -56,7 +56,10 @@ impl Base {
         let build = patcher::build(&args, hotpatch_exe())
             .unwrap_or_else(|e| panic!("hotpatch build failed: {e}"));
         // As a session does: the recompiles must not prune the running build's revision.
-        build.store.pin(&build.revision.id).expect("pin the base");
+        build
+            .store
+            .pin(&build.revision.id, std::process::id())
+            .expect("pin the base");
         drop(guard);
         let layouts = TypeLayouts::load(&build.revision).expect("base layouts");
         Base {
@@ -109,7 +112,10 @@ impl Base {
 
 impl Drop for Base {
     fn drop(&mut self) {
-        let _ = self.build.store.unpin(&self.build.revision.id);
+        let _ = self
+            .build
+            .store
+            .unpin(&self.build.revision.id, std::process::id());
     }
 }
 

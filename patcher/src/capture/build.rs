@@ -34,12 +34,12 @@ pub struct BuildOutcome {
 /// `hotpatch` binary cargo and rustc will run as wrapper and linker.
 pub fn build(args: &CargoArgs, hotpatch_exe: &Path) -> Result<BuildOutcome> {
     let started = Instant::now();
-    let selection = &args.selection;
-    let workspace = Workspace::load(selection.manifest_path.as_deref())?;
-    let target = workspace.resolve(selection)?;
-    let store = workspace.store(selection);
+    let Located {
+        target,
+        store,
+        local_packages,
+    } = locate(args)?;
     let newest_before = store.latest(&target)?.map(|revision| revision.id);
-    let local_packages = Workspace::local_package_dirs(selection.manifest_path.as_deref())?;
     let cargo = Cargo {
         args,
         target: &target,
@@ -67,7 +67,71 @@ pub fn build(args: &CargoArgs, hotpatch_exe: &Path) -> Result<BuildOutcome> {
             store.root().display()
         ))
     })?;
-    let invocations = store
+    Ok(BuildOutcome {
+        linked: newest_before.as_ref() != Some(&revision.id),
+        invocations: local_invocations(&store, &target, &local_packages)?,
+        target,
+        store,
+        revision,
+        exe,
+        duration: started.elapsed(),
+    })
+}
+
+/// The target `args` select, its store and the workspace's local packages, without building.
+pub struct Located {
+    pub target: TargetKey,
+    pub store: Store,
+    pub local_packages: Vec<PathBuf>,
+}
+
+/// Finds what `args` select, as [`build`] does before running cargo.
+pub fn locate(args: &CargoArgs) -> Result<Located> {
+    let selection = &args.selection;
+    let workspace = Workspace::load(selection.manifest_path.as_deref())?;
+    Ok(Located {
+        target: workspace.resolve(selection)?,
+        store: workspace.store(selection),
+        local_packages: Workspace::local_package_dirs(selection.manifest_path.as_deref())?,
+    })
+}
+
+/// The build of `located`'s target whose executable has `build_id`, as [`build`] returned it
+/// then: what `hotpatch attach` patches a running program from, without building anything.
+pub fn recorded_build(located: Located, build_id: &str) -> Result<BuildOutcome> {
+    let Located {
+        target,
+        store,
+        local_packages,
+    } = located;
+    let revision = matching_revision(&store, &target, Some(build_id))?.ok_or_else(|| {
+        Error::new(format!(
+            "no build of {target} with build-id {build_id} is stored in {} (pruned, or built elsewhere): restart the program with `hotpatch run`",
+            store.root().display()
+        ))
+    })?;
+    let exe = revision
+        .exe
+        .clone()
+        .ok_or_else(|| Error::new(format!("revision {} records no executable", revision.id)))?;
+    Ok(BuildOutcome {
+        invocations: local_invocations(&store, &target, &local_packages)?,
+        linked: false,
+        target,
+        store,
+        revision,
+        exe,
+        duration: Duration::ZERO,
+    })
+}
+
+/// The latest recorded rustc invocation of each of `local_packages` for `target`'s profile.
+fn local_invocations(
+    store: &Store,
+    target: &TargetKey,
+    local_packages: &[PathBuf],
+) -> Result<Vec<RustcInvocation>> {
+    Ok(store
         .invocations()?
         .into_iter()
         .filter(|invocation| {
@@ -77,19 +141,11 @@ pub fn build(args: &CargoArgs, hotpatch_exe: &Path) -> Result<BuildOutcome> {
                     .get("CARGO_MANIFEST_DIR")
                     .is_some_and(|dir| local_packages.iter().any(|local| local == Path::new(dir)))
         })
-        .collect();
-    Ok(BuildOutcome {
-        linked: newest_before.as_ref() != Some(&revision.id),
-        target,
-        store,
-        revision,
-        exe,
-        invocations,
-        duration: started.elapsed(),
-    })
+        .collect())
 }
 
-fn matching_revision(
+/// The newest stored revision of `target` whose executable has `build_id`.
+pub fn matching_revision(
     store: &Store,
     target: &TargetKey,
     build_id: Option<&str>,

@@ -2,6 +2,7 @@
 //! cargo's `commands/*.rs`). [`Cli`] is the whole command line.
 
 pub mod args;
+mod attach;
 mod build;
 mod diff;
 pub mod revision_spec;
@@ -78,6 +79,18 @@ pub enum Command {
         hotpatch run --manifest-path ../game/Cargo.toml -- --level 3"
     )]
     Run(run::RunArgs),
+    /// Patch a program whose `hotpatch run` is gone, with its state kept
+    #[command(
+        long_about = "Patch a program whose `hotpatch run` is gone (killed, its terminal closed), with         its state kept.
+
+        A program started by `hotpatch run` outlives its hotpatch and waits for another: `hotpatch         attach` connects to it (only as the user it runs as), learns what it runs (the patches         applied, their images, the redirected functions), patches in the edits saved since, and         then watches and patches like `hotpatch run`. `hotpatch run` names such programs when it         starts. Without PID it attaches to the only waiting program of the selected binary.
+
+        q⏎ or SIGTERM lets go of the program, which runs on (attach again later); r⏎ restarts it         from a fresh build under this hotpatch; u⏎ undoes the patches applied since attaching.         Events (--message-format json) are `hotpatch run`'s, with attached and detached.",
+        after_help = "Examples:
+          hotpatch attach             # the only waiting program of this crate's binary
+          hotpatch attach 4242 -p demo-app"
+    )]
+    Attach(attach::AttachArgs),
     /// List the revisions in the store
     Revisions(revisions::RevisionsArgs),
 }
@@ -90,6 +103,7 @@ impl Cli {
             Command::Diff(args) => diff::execute(&args),
             Command::Revisions(args) => revisions::execute(&args),
             Command::Run(args) => run::execute(&args),
+            Command::Attach(args) => attach::execute(&args),
         };
         result.unwrap_or_else(|error| {
             eprintln!("error: {error}");

@@ -25,6 +25,14 @@ pub enum Event<'a> {
     AppStarted {
         pid: u32,
     },
+    Attached {
+        pid: u32,
+        generation: u64,
+        images: usize,
+    },
+    Detached {
+        pid: u32,
+    },
     Watching {
         directories: Vec<PathBuf>,
     },
@@ -50,8 +58,10 @@ pub enum Event<'a> {
     CompileError {
         rendered: String,
     },
+    /// `status` is `None` for a program hotpatch attached to: not its child, so its exit
+    /// status is not hotpatch's to know.
     AppExited {
-        status: ExitStatus,
+        status: Option<ExitStatus>,
     },
     Warning {
         message: String,
@@ -104,6 +114,14 @@ impl Reporter {
         match event {
             Event::BuildFinished { outcome } => report::build_human(outcome).trim_end().to_string(),
             Event::AppStarted { pid } => format!("{:>12} {program} (pid {pid})", "Running"),
+            Event::Attached { pid, generation, images } => format!(
+                "{:>12} {program} (pid {pid}): {generation} patches applied, {images} images mapped",
+                "Attached"
+            ),
+            Event::Detached { pid } => format!(
+                "{:>12} {program} (pid {pid}) runs on; `hotpatch attach {pid}` patches it again",
+                "Detached"
+            ),
             Event::Watching { directories } => {
                 let list: Vec<_> = directories.iter().map(|d| d.display().to_string()).collect();
                 format!("{:>12} {} for changes; edit and save to patch {program}", "Watching", list.join(", "))
@@ -163,7 +181,8 @@ impl Reporter {
             Event::CompileError { rendered } => {
                 format!("{rendered}{:>12} the program keeps running its current code", "error:")
             }
-            Event::AppExited { status } => format!("{:>12} {program} {status}", "Exited"),
+            Event::AppExited { status: Some(status) } => format!("{:>12} {program} {status}", "Exited"),
+            Event::AppExited { status: None } => format!("{:>12} {program}", "Exited"),
             Event::Warning { message } => format!("{:>12} {message}", "warning:"),
         }
     }
@@ -174,6 +193,16 @@ fn typed(event: &Event<'_>) -> abi::Event {
     match event {
         Event::BuildFinished { outcome } => report::build_event(outcome),
         Event::AppStarted { pid } => abi::Event::AppStarted { pid: *pid },
+        Event::Attached {
+            pid,
+            generation,
+            images,
+        } => abi::Event::Attached {
+            pid: *pid,
+            generation: *generation,
+            images: *images,
+        },
+        Event::Detached { pid } => abi::Event::Detached { pid: *pid },
         Event::Watching { directories } => abi::Event::Watching {
             directories: directories.clone(),
         },
@@ -237,8 +266,8 @@ fn typed(event: &Event<'_>) -> abi::Event {
             rendered: rendered.clone(),
         },
         Event::AppExited { status } => abi::Event::AppExited {
-            status: status.code(),
-            signal: status.signal(),
+            status: status.and_then(|status| status.code()),
+            signal: status.and_then(|status| status.signal()),
         },
         Event::Warning { message } => abi::Event::Warning {
             message: message.clone(),

@@ -5,7 +5,8 @@
 
 use crate::leftovers::remove_dirs_of_ended_processes;
 use hotreload_abi::protocol::{
-    receive, send, EntryChange, Hello, PatchImage, Reply, Request, SlotUpdate, PROTOCOL_VERSION,
+    receive, send, EntryChange, Hello, PatchImage, Reply, Request, SlotUpdate, ATTACH_DIR_PREFIX,
+    PROTOCOL_VERSION,
 };
 use linker_shim::{Context, Error, Result};
 use std::io::BufReader;
@@ -28,6 +29,7 @@ impl AppListener {
     pub fn bind() -> Result<AppListener> {
         // Named after this process, so the next hotpatch removes it if this one is killed.
         remove_dirs_of_ended_processes(&std::env::temp_dir(), SOCKET_DIR_PREFIX);
+        remove_dirs_of_ended_processes(&std::env::temp_dir(), ATTACH_DIR_PREFIX);
         let dir = tempfile::Builder::new()
             .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
@@ -95,7 +97,7 @@ pub struct AppConnection {
 }
 
 impl AppConnection {
-    fn handshake(stream: UnixStream) -> Result<AppConnection> {
+    pub(super) fn handshake(stream: UnixStream) -> Result<AppConnection> {
         stream
             .set_nonblocking(false)
             .context(|| "could not configure the connection".into())?;

@@ -6,6 +6,7 @@
 //! SIGUSR2 and SIGINT/SIGTERM do the same. A program that exits normally ends the run with
 //! its status; one that crashes is reported and waits for a restart.
 
+mod attach;
 mod connection;
 mod input;
 mod patching;
@@ -22,6 +23,8 @@ use std::process::{ExitCode, ExitStatus};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Instant;
 
+use crate::capture::build::locate;
+use attach::{program_args, waiting_programs};
 use input::{listen_for_commands, Request};
 use program::{exit_code, Program};
 /// Arguments of `hotpatch run`.
@@ -38,38 +41,65 @@ pub struct RunArgs {
     pub program_args: Vec<String>,
 }
 
+/// Arguments of `hotpatch attach`.
+#[derive(clap::Args, Debug)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub cargo: CargoArgs,
+    /// The program's pid [default: the only program of the selected binary waiting for a
+    /// hotpatch]
+    pub pid: Option<u32>,
+}
+
 /// What the main loop waits for.
 enum Signal {
     SourcesChanged(Vec<PathBuf>),
-    /// Program number `run` exited.
+    /// Program number `run` exited; `status` is unknown (`None`) for an attached program.
     AppExited {
         run: u64,
-        status: ExitStatus,
+        status: Option<ExitStatus>,
     },
     Command(Request),
 }
 
 /// Runs `hotpatch run`; returns the program's exit code.
 pub fn run(args: &RunArgs, hotpatch_exe: &Path) -> Result<ExitCode> {
-    let (signals, incoming) = mpsc::channel();
-    let keys = !args.stdin_to_program && std::io::stdin().is_terminal();
-    listen_for_commands(keys, signals.clone())?;
-    let mut runner = Runner {
-        args,
-        hotpatch_exe,
-        reporter: Reporter {
-            format: args.cargo.output.message_format,
-            program: String::new(),
-            json_to_stdout: false,
-        },
-        signals,
-        incoming,
-        keys,
-        runs: 0,
-        program: None,
-    };
+    let mut runner = Runner::new(args, hotpatch_exe)?;
     runner.start()?;
-    runner.reporter.emit(Event::Commands { keys });
+    runner.reporter.emit(Event::Commands { keys: runner.keys });
+    runner.serve()
+}
+
+/// Runs `hotpatch attach`: patches a program an earlier `hotpatch run` started, from what it
+/// runs now; returns once it exits or is let go of.
+pub fn attach(args: &AttachArgs, hotpatch_exe: &Path) -> Result<ExitCode> {
+    let located = locate(&args.cargo)?;
+    let pid = match args.pid {
+        Some(pid) => pid,
+        None => match waiting_programs(&located.store, &located.target)?[..] {
+            [pid] => pid,
+            [] => {
+                return Err(Error::new(format!(
+                    "no program of {} waits for a hotpatch (one runs only while its `hotpatch run` is gone): start one with `hotpatch run`",
+                    located.target
+                )))
+            }
+            ref several => {
+                return Err(Error::new(format!(
+                    "several programs of {} wait for a hotpatch (pids {several:?}): name one, `hotpatch attach PID`",
+                    located.target
+                )))
+            }
+        },
+    };
+    let run_args = RunArgs {
+        cargo: args.cargo.clone(),
+        stdin_to_program: false,
+        program_args: program_args(pid),
+    };
+    let mut runner = Runner::new(&run_args, hotpatch_exe)?;
+    runner.attach(pid, located)?;
+    runner.reporter.emit(Event::Commands { keys: runner.keys });
     runner.serve()
 }
 
@@ -84,7 +114,27 @@ struct Runner<'a> {
     program: Option<Program>,
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    fn new(args: &'a RunArgs, hotpatch_exe: &'a Path) -> Result<Runner<'a>> {
+        let (signals, incoming) = mpsc::channel();
+        let keys = !args.stdin_to_program && std::io::stdin().is_terminal();
+        listen_for_commands(keys, signals.clone())?;
+        Ok(Runner {
+            args,
+            hotpatch_exe,
+            reporter: Reporter {
+                format: args.cargo.output.message_format,
+                program: String::new(),
+                json_to_stdout: false,
+            },
+            signals,
+            incoming,
+            keys,
+            runs: 0,
+            program: None,
+        })
+    }
+
     /// The main loop, until the program exits normally or the person quits.
     fn serve(&mut self) -> Result<ExitCode> {
         loop {
@@ -104,6 +154,9 @@ impl Runner<'_> {
                         continue; // a program stopped on purpose, already reported
                     }
                     self.exited(status);
+                    let Some(status) = status else {
+                        return Ok(ExitCode::SUCCESS); // an attached program: not ours to judge
+                    };
                     if status.success() {
                         return Ok(exit_code(status));
                     }
@@ -130,6 +183,12 @@ impl Runner<'_> {
                             ),
                         });
                     }
+                }
+                Signal::Command(Request::Quit)
+                    if self.program.as_ref().is_some_and(|p| p.attached) =>
+                {
+                    self.detach();
+                    return Ok(ExitCode::SUCCESS);
                 }
                 Signal::Command(Request::Quit) => {
                     let status = self.stop();

@@ -15,7 +15,7 @@ use linker_shim::{Error, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The patching half of a running program: the session, the connection, the watch.
 pub(super) struct Patching {
@@ -67,7 +67,15 @@ pub(super) fn start_patching(
 }
 
 impl Patching {
+    /// Patches what the saved `files` change, and records that edits saved before they
+    /// arrived are handled (see [`Patching::saved_while_detached`]).
     pub(super) fn on_change(&mut self, files: &[PathBuf], reporter: &Reporter) {
+        let arrived = SystemTime::now();
+        self.handle_change(files, reporter);
+        self.session.sources_handled(arrived);
+    }
+
+    fn handle_change(&mut self, files: &[PathBuf], reporter: &Reporter) {
         let mut ours = Vec::new();
         let mut crates = BTreeSet::new();
         for file in files {
@@ -112,6 +120,21 @@ impl Patching {
                 format!("{error} (edited: {})", edited.join(", ")),
             )),
         }
+    }
+
+    /// The source files saved since an earlier hotpatch last handled this program's edits
+    /// (or since its build): on attach, the edits no hotpatch was there to see.
+    pub(super) fn saved_while_detached(&self) -> Vec<PathBuf> {
+        let since = UNIX_EPOCH + Duration::from_millis(self.session.sources_handled_until());
+        self.sources
+            .files()
+            .filter(|file| {
+                std::fs::metadata(file)
+                    .and_then(|metadata| metadata.modified())
+                    .is_ok_and(|modified| modified > since)
+            })
+            .cloned()
+            .collect()
     }
 
     /// Why an edit of `file`, which the `owners` crates read, can't be patched; `None` when

@@ -6,7 +6,7 @@ pub mod targets;
 
 use crate::leftovers::remove_dirs_of_ended_processes;
 use crate::pipeline::check::layout::TypeLayouts;
-use crate::pipeline::link::image::{LinkedImage, Toolchain};
+use crate::pipeline::link::image::{image_index, read_mapped_image, LinkedImage, Toolchain};
 use crate::pipeline::objects::cache::ObjectCache;
 use crate::pipeline::objects::exe::BaseExecutable;
 use crate::pipeline::objects::symbols::SymbolIndex;
@@ -18,8 +18,11 @@ use linker_shim::{Context, Error, Revision, Store};
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use targets::{slot_updates, EntryCopies, Targets};
+
+/// In the patches directory: until when the edits were handled ([`Session::sources_handled`]).
+const HANDLED_FILE: &str = "sources-handled";
 
 /// How long each step of a patch took.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,6 +80,8 @@ pub struct Session {
     pub(crate) patches_dir: PathBuf,
     pub(crate) load_bias: u64,
     build_id: String,
+    /// The program's pid: its base revision stays pinned while it runs.
+    program_pid: u32,
     /// The running slots, by the mangled name of their implementation.
     pub(crate) slots: HashMap<String, SlotInfo>,
     /// What runs right now.
@@ -132,7 +137,7 @@ impl Session {
                 Some((name.to_string(), slot.clone()))
             })
             .collect();
-        store.pin(&base.id)?;
+        store.pin(&base.id, hello.pid)?;
         // Images of programs that are gone: nothing maps them any more.
         remove_dirs_of_ended_processes(&store.root().join("patches"), "");
         let patches_dir = store
@@ -150,7 +155,7 @@ impl Session {
             .context(|| format!("could not resolve {}", patches_dir.display()))?;
         let mut objects = ObjectCache::for_revision(&base);
         let base_objects = objects.read(&base, &base)?;
-        Ok(Session {
+        let mut session = Session {
             base_index: SymbolIndex::of(&base_objects),
             builds: PatchBuilds::new(&store, &base, crates)?,
             base_layouts: TypeLayouts::of(&base_objects),
@@ -163,6 +168,7 @@ impl Session {
             patches_dir,
             load_bias: hello.load_bias,
             build_id: hello.build_id.clone(),
+            program_pid: hello.pid,
             slots,
             current: Targets::default(),
             history: vec![Targets::default()],
@@ -170,7 +176,51 @@ impl Session {
             mapped_images: HashMap::new(),
             images_linked: 0,
             earlier_patch_data: HashMap::new(),
-        })
+        };
+        session.take_over(hello)?;
+        Ok(session)
+    }
+
+    /// Takes over what the program runs already: nothing for a program just started, the
+    /// patches of an earlier `hotpatch` for one it attaches to (their images, read back from
+    /// the files, the slots' targets and the redirected entries). Undo starts from here.
+    fn take_over(&mut self, hello: &Hello) -> Result<(), Error> {
+        for mapped in &hello.images {
+            let path = Path::new(&mapped.path);
+            let image = read_mapped_image(path, &self.exe)?;
+            for (function, &address) in &image.functions {
+                if let Some(original) = self.exe.symbol(function) {
+                    self.copies.add_copy(
+                        function,
+                        self.load_bias.wrapping_add(original.address),
+                        self.load_bias.wrapping_add(address),
+                    );
+                }
+            }
+            self.earlier_patch_data.extend(image.data);
+            self.images_linked = self
+                .images_linked
+                .max(image_index(path).map_or(0, |i| i + 1));
+        }
+        for (name, slot) in &self.slots {
+            if slot.current != slot.original {
+                self.current
+                    .slots
+                    .insert(name.clone(), (slot.current, slot.fingerprint));
+            }
+        }
+        for redirect in &hello.redirected {
+            let Some(target) = redirect.target else {
+                continue;
+            };
+            self.copies.applied(&[*redirect]);
+            let link_time = redirect.entry.wrapping_sub(self.load_bias);
+            if let Some(function) = self.exe.function_at(link_time) {
+                self.current.entries.insert(function.to_owned(), target);
+            }
+        }
+        self.history = vec![self.current.clone()];
+        Ok(())
     }
 
     pub fn base(&self) -> &Revision {
@@ -186,12 +236,31 @@ impl Session {
     /// may prune the base revision again.
     pub fn end(self) -> Result<(), Error> {
         let _ = std::fs::remove_dir_all(&self.patches_dir);
-        self.store.unpin(&self.base.id)
+        self.store.unpin(&self.base.id, self.program_pid)
     }
 
     /// True while the program runs only its original code.
     pub fn is_original(&self) -> bool {
         self.current.is_original()
+    }
+
+    /// Records that the edits saved before `at` are handled (patched, refused or reported):
+    /// a later `hotpatch attach` picks up only those saved after.
+    pub fn sources_handled(&self, at: SystemTime) {
+        let unix_ms = at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let _ = std::fs::write(self.patches_dir.join(HANDLED_FILE), unix_ms.to_string());
+    }
+
+    /// Until when (Unix ms) this program's edits were handled by a hotpatch: the base
+    /// build's time when none handled any.
+    pub fn sources_handled_until(&self) -> u64 {
+        std::fs::read_to_string(self.patches_dir.join(HANDLED_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(self.base.created_unix_ms)
     }
 
     /// What an earlier, still-mapped image with the same plan content provides.

@@ -12,7 +12,7 @@ use crate::pipeline::link::rewrite::{rewrite_object, BindingContext, BIND_PREFIX
 use crate::pipeline::objects::exe::{BaseExecutable, ExeSymbolKind};
 use crate::pipeline::objects::file::with_object;
 use crate::pipeline::objects::symbols::is_anonymous;
-use linker_shim::{Context, Error, Result};
+use linker_shim::{Context, Error, Result, RevisionId};
 use object::elf::PT_TLS;
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSymbol};
@@ -38,6 +38,17 @@ pub fn image_base(index: u64) -> Result<u64> {
         )));
     }
     Ok(FIRST_BASE.wrapping_sub(index * WINDOW))
+}
+
+/// The file name of the `index`-th image of a session, linked from `revision`.
+pub fn image_file_name(index: u64, revision: &RevisionId) -> String {
+    format!("patch-{index}-{revision}.so")
+}
+
+/// The index [`image_file_name`] put in `path`'s name.
+pub fn image_index(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_prefix("patch-")?.split('-').next()?.parse().ok()
 }
 
 /// The tools the link needs, found once per session.
@@ -309,19 +320,9 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
     if span > WINDOW {
         return Err(Error::new(format!("the patch image spans {span} bytes, more than its {WINDOW}-byte window: restart the program")));
     }
-    let mut entry_points = BTreeMap::new();
-    let mut data_symbols = HashMap::new();
-    for symbol in elf.symbols().filter(|s| s.is_definition()) {
-        let Ok(name) = symbol.name() else { continue };
-        if request.entry_points.contains(name) {
-            entry_points.insert(name.to_string(), symbol.address());
-        } else if symbol.kind() == object::SymbolKind::Data
-            && request.exe.symbol(name).is_none()
-            && !is_anonymous(name)
-        {
-            data_symbols.insert(name.to_string(), symbol.address());
-        }
-    }
+    let (entry_points, data_symbols) = defined_symbols(&elf, request.exe, |name, _| {
+        request.entry_points.contains(name)
+    });
     if let Some(missing) = request
         .entry_points
         .iter()
@@ -339,4 +340,50 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
         checksum: hotreload_abi::protocol::checksum(&data),
         duration: Duration::ZERO,
     })
+}
+
+/// What an image defines: the functions `is_entry` picks and the data later patches may bind
+/// to (data of its own, not the executable's), with link-time addresses.
+fn defined_symbols(
+    elf: &ElfFile64<'_, object::LittleEndian>,
+    exe: &BaseExecutable,
+    is_entry: impl Fn(&str, &object::read::elf::ElfSymbol64<'_, '_, object::LittleEndian>) -> bool,
+) -> (BTreeMap<String, u64>, HashMap<String, u64>) {
+    let mut entries = BTreeMap::new();
+    let mut data = HashMap::new();
+    for symbol in elf.symbols().filter(|s| s.is_definition()) {
+        let Ok(name) = symbol.name() else { continue };
+        if is_entry(name, &symbol) {
+            entries.insert(name.to_string(), symbol.address());
+        } else if symbol.kind() == object::SymbolKind::Data
+            && exe.symbol(name).is_none()
+            && !is_anonymous(name)
+        {
+            data.insert(name.to_string(), symbol.address());
+        }
+    }
+    (entries, data)
+}
+
+/// An image an earlier `hotpatch` had the program map, read back when another attaches.
+#[derive(Debug, Clone)]
+pub struct MappedImage {
+    /// Link-time address of each global function that is also the executable's: every copy a
+    /// pointer may have been taken to.
+    pub functions: BTreeMap<String, u64>,
+    /// Data symbols it defines (for later patches to bind to), with addresses.
+    pub data: HashMap<String, u64>,
+}
+
+/// Reads what the image at `path` defines.
+pub fn read_mapped_image(path: &Path, exe: &BaseExecutable) -> Result<MappedImage> {
+    let bytes = std::fs::read(path).context(|| format!("could not read {}", path.display()))?;
+    let elf = ElfFile64::<object::LittleEndian>::parse(&*bytes)
+        .context(|| format!("{} is no patch image", path.display()))?;
+    let (functions, data) = defined_symbols(&elf, exe, |name, symbol| {
+        symbol.is_global()
+            && symbol.kind() == object::SymbolKind::Text
+            && exe.symbol(name).is_some()
+    });
+    Ok(MappedImage { functions, data })
 }

@@ -6,7 +6,7 @@ pub mod rewrite;
 
 use crate::pipeline::plan::PatchPlan;
 use crate::session::Session;
-use image::{image_base, link_image, ImageRequest, LinkedImage};
+use image::{image_base, image_file_name, link_image, ImageRequest, LinkedImage};
 use linker_shim::{Result, Revision};
 
 /// Links `plan`, made from `all_objects` (the build `revision` records, its unchanged
@@ -21,7 +21,7 @@ pub fn link_patch(
     let work_dir = session.patches_dir.join(format!("work-{index}"));
     let output = session
         .patches_dir
-        .join(format!("patch-{index}-{}.so", revision.id));
+        .join(image_file_name(index, &revision.id));
     let entry_points = plan.roots.union(&plan.redirected).cloned().collect();
     let image = link_image(
         &ImageRequest {
