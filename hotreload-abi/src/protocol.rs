@@ -6,7 +6,7 @@
 //! and patches are rare and small compared to what JSON costs.
 
 use serde::{Deserialize, Serialize};
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 
 /// Environment variable through which `hotpatch run` tells the app where to connect.
 /// When it is absent the runtime starts no thread and opens nothing.
@@ -144,16 +144,49 @@ pub fn send<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
     out.flush()
 }
 
-/// Reads one JSON-line message; `Ok(None)` at end of stream.
+/// The longest line [`receive`] accepts, newline included. The largest real message is the
+/// `Hello` of a big program, about 200 bytes per slot: 16 MiB is some 80 000 slots, far more
+/// than any program has, while a peer that never sends a newline can't make the reader hold
+/// more than this.
+pub const MAX_LINE: usize = 16 << 20;
+
+/// The error inside the [`io::ErrorKind::InvalidData`] error [`receive`] returns for a line
+/// longer than [`MAX_LINE`]. The rest of that line is still unread, so the stream is out of
+/// step with the message boundaries: a reader should drop the connection (unlike after a
+/// malformed but complete line, where the next message starts at the next byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong;
+
+impl std::fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "message line longer than {MAX_LINE} bytes")
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+/// Whether `error` is [`receive`]'s refusal of a line longer than [`MAX_LINE`].
+pub fn is_line_too_long(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<LineTooLong>())
+}
+
+/// Reads one JSON-line message; `Ok(None)` at end of stream. Reads at most [`MAX_LINE`]
+/// bytes: a longer line is an [`io::ErrorKind::InvalidData`] error holding [`LineTooLong`].
 pub fn receive<T: for<'de> Deserialize<'de>>(input: &mut impl BufRead) -> io::Result<Option<T>> {
-    let mut line = String::new();
-    if input.read_line(&mut line)? == 0 {
+    let mut line = Vec::new();
+    input.take(MAX_LINE as u64).read_until(b'\n', &mut line)?;
+    if line.is_empty() {
         return Ok(None);
     }
-    serde_json::from_str(&line).map(Some).map_err(|e| {
+    if line.len() == MAX_LINE && line.last() != Some(&b'\n') {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, LineTooLong));
+    }
+    serde_json::from_slice(&line).map(Some).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("bad message {line:?}: {e}"),
+            format!("bad message {:?}: {e}", String::from_utf8_lossy(&line)),
         )
     })
 }
@@ -201,6 +234,40 @@ mod tests {
                 id: 7,
                 generation: 1,
                 stopped_us: 0,
+            })
+        );
+        assert_eq!(receive::<Reply>(&mut input).unwrap(), None);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_refused_without_reading_on() {
+        // A peer that never sends a newline: the reader stops after MAX_LINE bytes.
+        let mut endless = io::BufReader::new(io::repeat(b'x'));
+        let err = receive::<Request>(&mut endless).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(is_line_too_long(&err), "{err}");
+
+        // Exactly MAX_LINE bytes with the newline is still read (and judged as JSON).
+        let mut longest = vec![b' '; MAX_LINE - 3];
+        longest.extend_from_slice(b"{}\n");
+        let err = receive::<Request>(&mut &longest[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(!is_line_too_long(&err), "{err}");
+        let mut too_long = longest.clone();
+        too_long.insert(0, b' ');
+        assert!(is_line_too_long(
+            &receive::<Request>(&mut &too_long[..]).unwrap_err()
+        ));
+    }
+
+    #[test]
+    fn a_last_line_without_newline_is_a_message() {
+        let mut input = &br#"{"type":"refused","id":3,"reason":"no"}"#[..];
+        assert_eq!(
+            receive::<Reply>(&mut input).unwrap(),
+            Some(Reply::Refused {
+                id: 3,
+                reason: "no".into()
             })
         );
         assert_eq!(receive::<Reply>(&mut input).unwrap(), None);

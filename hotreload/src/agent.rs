@@ -12,8 +12,8 @@ use crate::identity;
 use crate::loader::{self, LoadedImage};
 use crate::patching::{apply_in_mode, Applied};
 use crate::protocol::{
-    receive, send, EntryChange, Hello, PatchImage, Reply, Request, SlotInfo, SlotUpdate,
-    PROTOCOL_VERSION, SOCKET_ENV,
+    is_line_too_long, receive, send, EntryChange, Hello, PatchImage, Reply, Request, SlotInfo,
+    SlotUpdate, PROTOCOL_VERSION, SOCKET_ENV,
 };
 use crate::slot::slots;
 use std::ffi::{CStr, OsStr, OsString};
@@ -111,6 +111,8 @@ fn serve(socket: &Path) -> io::Result<()> {
         let request = match receive::<Request>(&mut requests) {
             Ok(Some(request)) => request,
             Ok(None) => return Ok(()), // hotpatch went away: keep running, unpatched from now on
+            // The rest of that line is unread: whatever follows is no message boundary.
+            Err(error) if is_line_too_long(&error) => return Err(error),
             Err(error) if error.kind() == io::ErrorKind::InvalidData => {
                 eprintln!("hotreload: ignoring a malformed request: {error}");
                 continue;
