@@ -729,12 +729,15 @@ fn terminated_eh_frame(
     }
     let not_mapped = || {
         malformed(format!(
-            ".eh_frame at {start:#x}+{size:#x} is not inside the file bytes of one PT_LOAD segment"
+            ".eh_frame at {start:#x}+{size:#x} is not inside the file bytes of one readable PT_LOAD segment"
         ))
     };
+    // libgcc reads it from the moment it is registered: an unreadable one would fault there.
     let segment = segments
         .iter()
-        .find(|segment| segment.contains(start, size))
+        .find(|segment| {
+            segment.contains(start, size) && segment.protection.contains(region::Protection::READ)
+        })
         .ok_or_else(not_mapped)?;
     let records = segment.file_slice(start, size).ok_or_else(not_mapped)?;
     let records_end = eh_frame_records_length(records)

@@ -280,7 +280,7 @@ fn refuses_addresses_and_sizes_that_wrap_around() {
     let dir = tempfile::tempdir().unwrap();
     let image_path = link_patch_for_this_process(dir.path(), BASE_FOR_CRAFTED);
     let bytes = std::fs::read(&image_path).unwrap();
-    // Offsets of fields in Elf64_Shdr and Elf64_Phdr.
+    // Offsets of fields in Elf64_Shdr and Elf64_Phdr. The first PT_LOAD holds .eh_frame.
     let (sh_addr, sh_size, p_vaddr, p_memsz) = (16, 32, 16, 40);
     let eh_frame = section_header_offset(&bytes, ".eh_frame");
     let relro = program_header(&image_path, object::elf::PT_GNU_RELRO).unwrap();
@@ -296,7 +296,15 @@ fn refuses_addresses_and_sizes_that_wrap_around() {
             "eh-frame-endless",
             eh_frame + sh_size,
             u64::MAX,
-            "is not inside the file bytes of one PT_LOAD",
+            "is not inside the file bytes of one readable PT_LOAD",
+        ),
+        (
+            // p_type PT_LOAD, p_flags none: the segment holding .eh_frame is unreadable, and
+            // __register_frame would fault on it (found by loader_fuzz).
+            "eh-frame-unreadable",
+            first_load.offset,
+            u64::from(object::elf::PT_LOAD),
+            "is not inside the file bytes of one readable PT_LOAD",
         ),
         (
             "relro-endless",
