@@ -279,4 +279,184 @@ mod tests {
         let err = receive::<Request>(&mut input).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
+
+    /// Property-based fuzzing of [`receive`]: whatever a peer sends, the reader returns
+    /// messages or errors and never panics. `PROPTEST_CASES` raises the number of cases.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config(cases: u32) -> ProptestConfig {
+            let config = ProptestConfig::default();
+            match std::env::var_os("PROPTEST_CASES") {
+                Some(_) => config, // the default configuration reads it
+                None => ProptestConfig { cases, ..config },
+            }
+        }
+
+        /// Reads `wire` as the agent does (malformed lines skipped, an over-long line ends
+        /// it) and returns the messages; each call consumes input, so it terminates.
+        fn read_all<T: for<'de> Deserialize<'de>>(wire: &[u8]) -> Vec<T> {
+            let mut input = io::BufReader::new(wire);
+            let mut messages = Vec::new();
+            loop {
+                match receive::<T>(&mut input) {
+                    Ok(Some(message)) => messages.push(message),
+                    Ok(None) => return messages,
+                    Err(error) if is_line_too_long(&error) => return messages,
+                    Err(error) => assert_eq!(error.kind(), io::ErrorKind::InvalidData),
+                }
+            }
+        }
+
+        fn request() -> impl Strategy<Value = Request> {
+            let image = prop::option::of((".{0,40}", "[0-9a-f]{0,40}", any::<u64>()).prop_map(
+                |(path, build_id, checksum)| PatchImage {
+                    path,
+                    build_id,
+                    checksum,
+                },
+            ));
+            let update =
+                any::<(u64, u64, u64)>().prop_map(|(slot, fingerprint, target)| SlotUpdate {
+                    slot,
+                    fingerprint,
+                    target,
+                });
+            let entry = (any::<u64>(), any::<Option<u64>>())
+                .prop_map(|(entry, target)| EntryChange { entry, target });
+            (
+                any::<u64>(),
+                image,
+                prop::collection::vec(update, 0..4),
+                prop::collection::vec(entry, 0..4),
+            )
+                .prop_map(|(id, image, updates, entries)| Request::Apply {
+                    id,
+                    image,
+                    updates,
+                    entries,
+                })
+        }
+
+        fn reply() -> impl Strategy<Value = Reply> {
+            let slot = (".{0,30}", any::<[u64; 4]>()).prop_map(
+                |(path, [fingerprint, slot, original, current])| SlotInfo {
+                    path,
+                    fingerprint,
+                    slot,
+                    original,
+                    current,
+                },
+            );
+            let hello = (
+                any::<(u32, u32, u64)>(),
+                "[0-9a-f]{0,40}",
+                ".{0,30}",
+                prop::collection::vec(slot, 0..3),
+            )
+                .prop_map(
+                    |((protocol_version, pid, load_bias), build_id, exe, slots)| {
+                        Reply::Hello(Hello {
+                            protocol_version,
+                            pid,
+                            build_id,
+                            load_bias,
+                            exe,
+                            slots,
+                        })
+                    },
+                );
+            prop_oneof![
+                hello,
+                any::<(u64, u64, u64)>().prop_map(|(id, generation, stopped_us)| {
+                    Reply::Applied {
+                        id,
+                        generation,
+                        stopped_us,
+                    }
+                }),
+                (any::<u64>(), ".{0,40}").prop_map(|(id, reason)| Reply::Refused { id, reason }),
+            ]
+        }
+
+        /// A change to a message's bytes: (where, as a fraction of the length; what).
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Set(prop::sample::Index, u8),
+            Insert(prop::sample::Index, u8),
+            Remove(prop::sample::Index),
+            Truncate(prop::sample::Index),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            // JSON's own bytes are likelier to reach deep into the parser than random ones.
+            let byte = prop_oneof![
+                any::<u8>(),
+                prop::sample::select(b"{}[]\":,\\-0e9nt \n".to_vec())
+            ];
+            prop_oneof![
+                (any::<prop::sample::Index>(), byte.clone())
+                    .prop_map(|(at, b)| Mutation::Set(at, b)),
+                (any::<prop::sample::Index>(), byte).prop_map(|(at, b)| Mutation::Insert(at, b)),
+                any::<prop::sample::Index>().prop_map(Mutation::Remove),
+                any::<prop::sample::Index>().prop_map(Mutation::Truncate),
+            ]
+        }
+
+        fn mutate(mut wire: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+            for mutation in mutations {
+                if wire.is_empty() {
+                    break;
+                }
+                match mutation {
+                    Mutation::Set(at, byte) => *at.get_mut(&mut wire) = *byte,
+                    Mutation::Insert(at, byte) => wire.insert(at.index(wire.len()), *byte),
+                    Mutation::Remove(at) => {
+                        wire.remove(at.index(wire.len()));
+                    }
+                    Mutation::Truncate(at) => wire.truncate(at.index(wire.len())),
+                }
+            }
+            wire
+        }
+
+        proptest! {
+            #![proptest_config(config(10_000))]
+
+            #[test]
+            fn arbitrary_bytes_are_messages_or_errors(wire in prop::collection::vec(any::<u8>(), 0..512)) {
+                read_all::<Request>(&wire);
+                read_all::<Reply>(&wire);
+            }
+
+            #[test]
+            fn arbitrary_lines_are_messages_or_errors(lines in prop::collection::vec("[ -~]{0,80}|\\PC{0,40}", 0..6)) {
+                let wire = lines.join("\n");
+                read_all::<Request>(wire.as_bytes());
+                read_all::<Reply>(wire.as_bytes());
+            }
+
+            #[test]
+            fn mutated_messages_are_messages_or_errors(
+                requests in prop::collection::vec(request(), 1..4),
+                replies in prop::collection::vec(reply(), 1..4),
+                mutations in prop::collection::vec(mutation(), 0..6),
+            ) {
+                let mut requests_wire = Vec::new();
+                for request in &requests {
+                    send(&mut requests_wire, request).unwrap();
+                }
+                let mut replies_wire = Vec::new();
+                for reply in &replies {
+                    send(&mut replies_wire, reply).unwrap();
+                }
+                // Unmutated, every message comes back as it was sent.
+                prop_assert_eq!(&read_all::<Request>(&requests_wire), &requests);
+                prop_assert_eq!(&read_all::<Reply>(&replies_wire), &replies);
+                read_all::<Request>(&mutate(requests_wire, &mutations));
+                read_all::<Reply>(&mutate(replies_wire, &mutations));
+            }
+        }
+    }
 }
