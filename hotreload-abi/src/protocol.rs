@@ -6,7 +6,7 @@
 //! and patches are rare and small compared to what JSON costs.
 
 use serde::{Deserialize, Serialize};
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -221,16 +221,49 @@ pub fn send<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
     out.flush()
 }
 
-/// Reads one JSON-line message; `Ok(None)` at end of stream.
+/// The longest line [`receive`] accepts, newline included. The largest real message is the
+/// `Hello` of a big program, about 200 bytes per slot: 16 MiB is some 80 000 slots, far more
+/// than any program has, while a peer that never sends a newline can't make the reader hold
+/// more than this.
+pub const MAX_LINE: usize = 16 << 20;
+
+/// The error inside the [`io::ErrorKind::InvalidData`] error [`receive`] returns for a line
+/// longer than [`MAX_LINE`]. The rest of that line is still unread, so the stream is out of
+/// step with the message boundaries: a reader should drop the connection (unlike after a
+/// malformed but complete line, where the next message starts at the next byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong;
+
+impl std::fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "message line longer than {MAX_LINE} bytes")
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+/// Whether `error` is [`receive`]'s refusal of a line longer than [`MAX_LINE`].
+pub fn is_line_too_long(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<LineTooLong>())
+}
+
+/// Reads one JSON-line message; `Ok(None)` at end of stream. Reads at most [`MAX_LINE`]
+/// bytes: a longer line is an [`io::ErrorKind::InvalidData`] error holding [`LineTooLong`].
 pub fn receive<T: for<'de> Deserialize<'de>>(input: &mut impl BufRead) -> io::Result<Option<T>> {
-    let mut line = String::new();
-    if input.read_line(&mut line)? == 0 {
+    let mut line = Vec::new();
+    input.take(MAX_LINE as u64).read_until(b'\n', &mut line)?;
+    if line.is_empty() {
         return Ok(None);
     }
-    serde_json::from_str(&line).map(Some).map_err(|e| {
+    if line.len() == MAX_LINE && line.last() != Some(&b'\n') {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, LineTooLong));
+    }
+    serde_json::from_slice(&line).map(Some).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("bad message {line:?}: {e}"),
+            format!("bad message {:?}: {e}", String::from_utf8_lossy(&line)),
         )
     })
 }
@@ -346,9 +379,226 @@ mod tests {
     }
 
     #[test]
+    fn a_line_longer_than_the_limit_is_refused_without_reading_on() {
+        // A peer that never sends a newline: the reader stops after MAX_LINE bytes.
+        let mut endless = io::BufReader::new(io::repeat(b'x'));
+        let err = receive::<Request>(&mut endless).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(is_line_too_long(&err), "{err}");
+
+        // Exactly MAX_LINE bytes with the newline is still read (and judged as JSON).
+        let mut longest = vec![b' '; MAX_LINE - 3];
+        longest.extend_from_slice(b"{}\n");
+        let err = receive::<Request>(&mut &longest[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(!is_line_too_long(&err), "{err}");
+        let mut too_long = longest.clone();
+        too_long.insert(0, b' ');
+        assert!(is_line_too_long(
+            &receive::<Request>(&mut &too_long[..]).unwrap_err()
+        ));
+    }
+
+    #[test]
+    fn a_last_line_without_newline_is_a_message() {
+        let mut input = &br#"{"type":"refused","id":3,"reason":"no"}"#[..];
+        assert_eq!(
+            receive::<Reply>(&mut input).unwrap(),
+            Some(Reply::Refused {
+                id: 3,
+                reason: "no".into()
+            })
+        );
+        assert_eq!(receive::<Reply>(&mut input).unwrap(), None);
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut input = io::BufReader::new(&b"{not json\n"[..]);
         let err = receive::<Request>(&mut input).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    /// Property-based fuzzing of [`receive`]: whatever a peer sends, the reader returns
+    /// messages or errors and never panics. `PROPTEST_CASES` raises the number of cases.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config(cases: u32) -> ProptestConfig {
+            let config = ProptestConfig::default();
+            match std::env::var_os("PROPTEST_CASES") {
+                Some(_) => config, // the default configuration reads it
+                None => ProptestConfig { cases, ..config },
+            }
+        }
+
+        /// Reads `wire` as the agent does (malformed lines skipped, an over-long line ends
+        /// it) and returns the messages; each call consumes input, so it terminates.
+        fn read_all<T: for<'de> Deserialize<'de>>(wire: &[u8]) -> Vec<T> {
+            let mut input = io::BufReader::new(wire);
+            let mut messages = Vec::new();
+            loop {
+                match receive::<T>(&mut input) {
+                    Ok(Some(message)) => messages.push(message),
+                    Ok(None) => return messages,
+                    Err(error) if is_line_too_long(&error) => return messages,
+                    Err(error) => assert_eq!(error.kind(), io::ErrorKind::InvalidData),
+                }
+            }
+        }
+
+        fn request() -> impl Strategy<Value = Request> {
+            let image = prop::option::of((".{0,40}", "[0-9a-f]{0,40}", any::<u64>()).prop_map(
+                |(path, build_id, checksum)| PatchImage {
+                    path,
+                    build_id,
+                    checksum,
+                },
+            ));
+            let update =
+                any::<(u64, u64, u64)>().prop_map(|(slot, fingerprint, target)| SlotUpdate {
+                    slot,
+                    fingerprint,
+                    target,
+                });
+            let entry = (any::<u64>(), any::<Option<u64>>())
+                .prop_map(|(entry, target)| EntryChange { entry, target });
+            (
+                any::<u64>(),
+                image,
+                prop::collection::vec(update, 0..4),
+                prop::collection::vec(entry, 0..4),
+            )
+                .prop_map(|(id, image, updates, entries)| Request::Apply {
+                    id,
+                    image,
+                    updates,
+                    entries,
+                })
+        }
+
+        fn reply() -> impl Strategy<Value = Reply> {
+            let slot = (".{0,30}", any::<[u64; 4]>()).prop_map(
+                |(path, [fingerprint, slot, original, current])| SlotInfo {
+                    path,
+                    fingerprint,
+                    slot,
+                    original,
+                    current,
+                },
+            );
+            let hello = (
+                any::<(u32, u32, u64)>(),
+                "[0-9a-f]{0,40}",
+                ".{0,30}",
+                prop::collection::vec(slot, 0..3),
+            )
+                .prop_map(
+                    |((protocol_version, pid, load_bias), build_id, exe, slots)| {
+                        Reply::Hello(Hello {
+                            protocol_version,
+                            pid,
+                            build_id,
+                            load_bias,
+                            exe,
+                            slots,
+                            generation: 0,
+                            images: Vec::new(),
+                            redirected: Vec::new(),
+                        })
+                    },
+                );
+            prop_oneof![
+                hello,
+                any::<(u64, u64, u64)>().prop_map(|(id, generation, stopped_us)| {
+                    Reply::Applied {
+                        id,
+                        generation,
+                        stopped_us,
+                    }
+                }),
+                (any::<u64>(), ".{0,40}").prop_map(|(id, reason)| Reply::Refused { id, reason }),
+            ]
+        }
+
+        /// A change to a message's bytes: (where, as a fraction of the length; what).
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Set(prop::sample::Index, u8),
+            Insert(prop::sample::Index, u8),
+            Remove(prop::sample::Index),
+            Truncate(prop::sample::Index),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            // JSON's own bytes are likelier to reach deep into the parser than random ones.
+            let byte = prop_oneof![
+                any::<u8>(),
+                prop::sample::select(b"{}[]\":,\\-0e9nt \n".to_vec())
+            ];
+            prop_oneof![
+                (any::<prop::sample::Index>(), byte.clone())
+                    .prop_map(|(at, b)| Mutation::Set(at, b)),
+                (any::<prop::sample::Index>(), byte).prop_map(|(at, b)| Mutation::Insert(at, b)),
+                any::<prop::sample::Index>().prop_map(Mutation::Remove),
+                any::<prop::sample::Index>().prop_map(Mutation::Truncate),
+            ]
+        }
+
+        fn mutate(mut wire: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+            for mutation in mutations {
+                if wire.is_empty() {
+                    break;
+                }
+                match mutation {
+                    Mutation::Set(at, byte) => *at.get_mut(&mut wire) = *byte,
+                    Mutation::Insert(at, byte) => wire.insert(at.index(wire.len()), *byte),
+                    Mutation::Remove(at) => {
+                        wire.remove(at.index(wire.len()));
+                    }
+                    Mutation::Truncate(at) => wire.truncate(at.index(wire.len())),
+                }
+            }
+            wire
+        }
+
+        proptest! {
+            #![proptest_config(config(10_000))]
+
+            #[test]
+            fn arbitrary_bytes_are_messages_or_errors(wire in prop::collection::vec(any::<u8>(), 0..512)) {
+                read_all::<Request>(&wire);
+                read_all::<Reply>(&wire);
+            }
+
+            #[test]
+            fn arbitrary_lines_are_messages_or_errors(lines in prop::collection::vec("[ -~]{0,80}|\\PC{0,40}", 0..6)) {
+                let wire = lines.join("\n");
+                read_all::<Request>(wire.as_bytes());
+                read_all::<Reply>(wire.as_bytes());
+            }
+
+            #[test]
+            fn mutated_messages_are_messages_or_errors(
+                requests in prop::collection::vec(request(), 1..4),
+                replies in prop::collection::vec(reply(), 1..4),
+                mutations in prop::collection::vec(mutation(), 0..6),
+            ) {
+                let mut requests_wire = Vec::new();
+                for request in &requests {
+                    send(&mut requests_wire, request).unwrap();
+                }
+                let mut replies_wire = Vec::new();
+                for reply in &replies {
+                    send(&mut replies_wire, reply).unwrap();
+                }
+                // Unmutated, every message comes back as it was sent.
+                prop_assert_eq!(&read_all::<Request>(&requests_wire), &requests);
+                prop_assert_eq!(&read_all::<Reply>(&replies_wire), &replies);
+                read_all::<Request>(&mutate(requests_wire, &mutations));
+                read_all::<Reply>(&mutate(replies_wire, &mutations));
+            }
+        }
     }
 }

@@ -13,10 +13,12 @@
 
 use crate::identity;
 use crate::loader::{self, LoadedImage};
-use crate::patching::{apply_in_mode, Applied};
+use crate::patching::{
+    apply_in_mode, forget_locks_in_forked_children, run_callbacks, Applied, PatchEvent,
+};
 use crate::protocol::{
-    attach_socket, check_same_user, receive, send, EntryChange, Hello, MappedImage, PatchImage,
-    Reply, Request, SlotInfo, SlotUpdate, PROTOCOL_VERSION, SOCKET_ENV,
+    attach_socket, check_same_user, is_line_too_long, receive, send, EntryChange, Hello,
+    MappedImage, PatchImage, Reply, Request, SlotInfo, SlotUpdate, PROTOCOL_VERSION, SOCKET_ENV,
 };
 use crate::redirect::redirects;
 use crate::slot::slots;
@@ -40,6 +42,7 @@ extern "C" fn start_agent_if_asked() {
         return;
     };
     hide_from_children();
+    forget_locks_in_forked_children();
     let spawned = std::thread::Builder::new()
         .name("hotreload-agent".into())
         .spawn(move || serve_each_hotpatch(Path::new(&socket)));
@@ -174,28 +177,38 @@ fn serve(stream: UnixStream) -> io::Result<()> {
         let request = match receive::<Request>(&mut requests) {
             Ok(Some(request)) => request,
             Ok(None) => return Ok(()), // hotpatch went away: keep running, unpatched from now on
+            // The rest of that line is unread: whatever follows is no message boundary.
+            Err(error) if is_line_too_long(&error) => return Err(error),
             Err(error) if error.kind() == io::ErrorKind::InvalidData => {
                 eprintln!("hotreload: ignoring a malformed request: {error}");
                 continue;
             }
             Err(error) => return Err(error),
         };
-        let reply = match request {
+        let (reply, callbacks_due) = match request {
             Request::Apply {
                 id,
                 image,
                 updates,
                 entries,
             } => match apply_patch(image.as_ref(), updates, entries) {
-                Ok(applied) => Reply::Applied {
-                    id,
-                    generation: applied.generation,
-                    stopped_us: u64::try_from(applied.stopped_for.as_micros()).unwrap_or(u64::MAX),
-                },
-                Err(reason) => Reply::Refused { id, reason },
+                Ok((applied, callbacks_due)) => (
+                    Reply::Applied {
+                        id,
+                        generation: applied.generation,
+                        stopped_us: u64::try_from(applied.stopped_for.as_micros())
+                            .unwrap_or(u64::MAX),
+                    },
+                    callbacks_due,
+                ),
+                Err(reason) => (Reply::Refused { id, reason }, None),
             },
         };
         send(&mut replies, &reply)?;
+        // hotpatch hears of the patch first: what the app does about it is the app's business.
+        if let Some(event) = callbacks_due {
+            run_callbacks(&event);
+        }
     }
 }
 
@@ -206,12 +219,12 @@ static LIVE_IMAGES: Mutex<Vec<LoadedImage>> = Mutex::new(Vec::new());
 /// Maps the patch's image (if any), then rewires the slots and redirects the entries into
 /// it: all or nothing. The build-id is checked before the file is even opened; if the patch
 /// is refused the image is unmapped again. Slots and entries move only where `apply_in_mode`
-/// says (a safe point, maybe).
+/// says (a safe point, maybe); its event, if any, is for the callbacks still to run.
 fn apply_patch(
     image: Option<&PatchImage>,
     updates: Vec<SlotUpdate>,
     entries: Vec<EntryChange>,
-) -> Result<Applied, String> {
+) -> Result<(Applied, Option<PatchEvent>), String> {
     let Some(image) = image else {
         return apply_in_mode(updates, entries).map_err(|error| error.to_string());
     };

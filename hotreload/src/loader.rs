@@ -9,8 +9,8 @@
 //! Everything that can be refused is checked before the first byte is mapped: the file's
 //! owner and mode, the ELF header, the segment layout, every relocation (type, place, symbol
 //! resolved) and the `.eh_frame` terminator. Only then is the range reserved with
-//! `MAP_FIXED_NOREPLACE` (never over an existing mapping), filled, relocated, protected and
-//! its `.eh_frame` registered with libgcc so panics unwind through patched frames.
+//! `MAP_FIXED_NOREPLACE` (never over an existing mapping), filled, relocated, protected
+//! (`PT_GNU_RELRO` read-only once relocated) and its `.eh_frame` registered with libgcc so panics unwind through patched frames.
 //! Protections go through `region::protect`; the reservation is a plain `mmap`, because
 //! `region::alloc_at` uses `MAP_FIXED`, which would silently replace whatever is mapped there.
 //!
@@ -19,7 +19,7 @@
 //! initialisers (`DT_INIT`, `.init_array`) are run: a patch holds functions, not a program.
 
 use object::elf::{
-    FileHeader64, EM_X86_64, ET_DYN, PF_R, PF_W, PF_X, PT_LOAD, PT_TLS, R_X86_64_64,
+    FileHeader64, EM_X86_64, ET_DYN, PF_R, PF_W, PF_X, PT_GNU_RELRO, PT_LOAD, PT_TLS, R_X86_64_64,
     R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_NONE, R_X86_64_RELATIVE, SHF_ALLOC, SHN_UNDEF,
     SHT_REL, SHT_RELA, SHT_RELR, STB_WEAK,
 };
@@ -346,17 +346,32 @@ struct Segment<'data> {
     protection: region::Protection,
 }
 
-impl Segment<'_> {
-    /// Link-time addresses of the pages the segment touches.
-    fn pages(&self, page: u64) -> Range<u64> {
-        align_down(self.vaddr, page)..align_up(self.vaddr + self.memory_size, page)
+impl<'data> Segment<'data> {
+    /// The end of the segment in memory. `segments` refuses a segment for which this, or this
+    /// rounded up to a page, would overflow.
+    fn end(&self) -> u64 {
+        self.vaddr + self.memory_size
     }
 
+    /// Link-time addresses of the pages the segment touches.
+    fn pages(&self, page: u64) -> Range<u64> {
+        align_down(self.vaddr, page)..align_up(self.end(), page)
+    }
+
+    /// Whether `size` bytes at `vaddr` lie inside the segment (without overflowing).
     fn contains(&self, vaddr: u64, size: u64) -> bool {
-        vaddr >= self.vaddr
-            && vaddr
-                .checked_add(size)
-                .is_some_and(|end| end <= self.vaddr + self.memory_size)
+        vaddr >= self.vaddr && vaddr.checked_add(size).is_some_and(|end| end <= self.end())
+    }
+
+    /// The file bytes the segment loads at `size` bytes from `vaddr`; `None` if some of them
+    /// lie outside the segment or in its zero-filled tail.
+    fn file_slice(&self, vaddr: u64, size: u64) -> Option<&'data [u8]> {
+        if !self.contains(vaddr, size) {
+            return None;
+        }
+        let start = usize::try_from(vaddr - self.vaddr).ok()?;
+        let end = start.checked_add(usize::try_from(size).ok()?)?;
+        self.file_bytes.get(start..end)
     }
 
     /// The byte the segment will hold at `vaddr` once loaded (file bytes, then zeros).
@@ -378,6 +393,8 @@ struct Plan<'data> {
     stores: Vec<(u64, u64)>,
     /// Start of a zero-terminated `.eh_frame`, if the image has one.
     eh_frame: Option<u64>,
+    /// Pages of `PT_GNU_RELRO` and the protection they get once relocated (see [`relro`]).
+    relro: Option<(Range<u64>, region::Protection)>,
 }
 
 impl<'data> Plan<'data> {
@@ -412,7 +429,8 @@ impl<'data> Plan<'data> {
         Ok(Plan {
             load_bias,
             stores: relocation_stores(&elf, bytes, &segments, load_bias)?,
-            eh_frame: terminated_eh_frame(&elf, bytes, &segments)?,
+            eh_frame: terminated_eh_frame(&elf, &segments)?,
+            relro: relro(&elf, &segments)?,
             span,
             segments,
         })
@@ -449,7 +467,8 @@ impl<'data> Plan<'data> {
         }
     }
 
-    /// Gives every segment its protection from `p_flags`; gaps between segments get none.
+    /// Gives every segment its protection from `p_flags`, then takes write permission from
+    /// the relocated read-only data (`PT_GNU_RELRO`); gaps between segments get none.
     ///
     /// # Safety
     /// The span's runtime range must be this image's mapping, with no code running in it.
@@ -470,6 +489,18 @@ impl<'data> Plan<'data> {
                     address,
                     (pages.end - pages.start) as usize,
                     segment.protection,
+                )
+            }
+            .map_err(to_io)?;
+        }
+        if let Some((pages, protection)) = &self.relro {
+            // SAFETY: `relro` checked the pages lie inside one segment's pages, which are
+            // this image's alone; the caller guarantees nothing runs in it yet.
+            unsafe {
+                region::protect(
+                    self.runtime(pages.start) as *const u8,
+                    (pages.end - pages.start) as usize,
+                    *protection,
                 )
             }
             .map_err(to_io)?;
@@ -562,6 +593,36 @@ fn segments<'data>(
     Ok(segments)
 }
 
+/// The pages of `PT_GNU_RELRO` (data that only relocations write: GOT, vtables, tables of
+/// pointers) and their segment's protection without write, applied once relocated so that a
+/// stray write can't change where the patch's code jumps. As ld.so does, both ends are
+/// rounded down: a partial last page is shared with data that stays writable.
+fn relro(
+    elf: &ElfFile64<LittleEndian>,
+    segments: &[Segment],
+) -> Result<Option<(Range<u64>, region::Protection)>, Refusal> {
+    let Some(header) = elf
+        .elf_program_headers()
+        .iter()
+        .find(|header| header.p_type(ENDIAN) == PT_GNU_RELRO)
+    else {
+        return Ok(None);
+    };
+    let (vaddr, size) = (header.p_vaddr(ENDIAN), header.p_memsz(ENDIAN));
+    let segment = segments
+        .iter()
+        .find(|segment| segment.contains(vaddr, size))
+        .ok_or_else(|| {
+            malformed(format!(
+                "PT_GNU_RELRO at {vaddr:#x}+{size:#x} is not inside one PT_LOAD segment"
+            ))
+        })?;
+    let page = region::page::size() as u64;
+    // No overflow: `contains` checked vaddr + size.
+    let pages = align_down(vaddr, page)..align_down(vaddr + size, page);
+    Ok((!pages.is_empty()).then(|| (pages, segment.protection - region::Protection::WRITE)))
+}
+
 /// Resolves every dynamic relocation to (place, value) without writing anything.
 fn relocation_stores(
     elf: &ElfFile64<LittleEndian>,
@@ -649,9 +710,11 @@ fn symbol_value(
 
 /// Finds `.eh_frame`, checks that its records are well-formed and that a zero word follows
 /// them in the loaded image (libgcc walks until it), and returns its link-time address.
+///
+/// The records checked are the bytes the segment will hold at the section's address, the ones
+/// libgcc will read: the section's own file offset could point at other bytes.
 fn terminated_eh_frame(
     elf: &ElfFile64<LittleEndian>,
-    bytes: &[u8],
     segments: &[Segment],
 ) -> Result<Option<u64>, Refusal> {
     let Some((_, section)) = elf
@@ -660,27 +723,40 @@ fn terminated_eh_frame(
     else {
         return Ok(None);
     };
-    let records = section
-        .data(ENDIAN, bytes)
-        .map_err(|_| malformed(".eh_frame lies outside the file"))?;
-    if records.is_empty() {
+    let (start, size) = (section.sh_addr(ENDIAN), section.sh_size(ENDIAN));
+    if size == 0 {
         return Ok(None);
     }
-    let start = section.sh_addr(ENDIAN);
-    let records_end = start + eh_frame_records_length(records).map_err(malformed)?;
-    let terminated = segments
+    let not_mapped = || {
+        malformed(format!(
+            ".eh_frame at {start:#x}+{size:#x} is not inside the file bytes of one readable PT_LOAD segment"
+        ))
+    };
+    // libgcc reads it from the moment it is registered: an unreadable one would fault there.
+    let segment = segments
         .iter()
-        .find(|segment| segment.contains(start, 0) && segment.contains(records_end, 4))
-        .map(|segment| (0..4).all(|i| segment.loaded_byte(records_end + i) == 0));
-    match terminated {
-        None => Err(malformed(format!(
-            ".eh_frame at {start:#x} is not inside one PT_LOAD segment with room for its terminator"
-        ))),
-        Some(true) => Ok(Some(start)),
-        Some(false) => Err(Refusal::Unsupported(
+        .find(|segment| {
+            segment.contains(start, size) && segment.protection.contains(region::Protection::READ)
+        })
+        .ok_or_else(not_mapped)?;
+    let records = segment.file_slice(start, size).ok_or_else(not_mapped)?;
+    let records_end = eh_frame_records_length(records)
+        .map_err(malformed)?
+        .checked_add(start)
+        .ok_or_else(not_mapped)?;
+    if !segment.contains(records_end, 4) {
+        return Err(malformed(format!(
+            ".eh_frame at {start:#x} has no room for its terminator in its PT_LOAD segment"
+        )));
+    }
+    // In bounds: `contains` checked records_end + 4.
+    if (records_end..records_end + 4).all(|vaddr| segment.loaded_byte(vaddr) == 0) {
+        Ok(Some(start))
+    } else {
+        Err(Refusal::Unsupported(
             ".eh_frame is not zero-terminated (link with the patcher's eh-frame terminator script)"
                 .into(),
-        )),
+        ))
     }
 }
 
@@ -688,19 +764,25 @@ fn terminated_eh_frame(
 /// end of the section, whichever comes first; an error if a record overruns the section.
 fn eh_frame_records_length(eh_frame: &[u8]) -> Result<u64, String> {
     let mut at = 0usize;
-    while let Some(length) = eh_frame.get(at..at + 4) {
-        let length = u32::from_le_bytes(length.try_into().expect("4 bytes"));
-        match length {
+    while let Some(rest) = eh_frame.get(at..).filter(|rest| !rest.is_empty()) {
+        let Some(length) = rest.first_chunk::<4>() else {
+            return Err(format!(
+                ".eh_frame ends inside the length of a record at +{at:#x}"
+            ));
+        };
+        match u32::from_le_bytes(*length) {
             0 => break,
             u32::MAX => return Err(format!(".eh_frame record at +{at:#x} uses 64-bit DWARF")),
-            _ => at += 4 + length as usize,
+            length => match at.checked_add(4 + length as usize) {
+                Some(end) if end <= eh_frame.len() => at = end,
+                _ => {
+                    return Err(format!(
+                        ".eh_frame record at +{at:#x} of {length:#x} bytes runs past the section's {:#x} bytes",
+                        eh_frame.len()
+                    ))
+                }
+            },
         }
-    }
-    if at > eh_frame.len() || (at < eh_frame.len() && at + 4 > eh_frame.len()) {
-        return Err(format!(
-            ".eh_frame records run to +{at:#x}, past the section's {:#x} bytes",
-            eh_frame.len()
-        ));
     }
     Ok(at as u64)
 }

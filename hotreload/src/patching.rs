@@ -14,8 +14,9 @@ use crate::protocol::SlotUpdate;
 use crate::redirect::{set_entries_with, EntryChange, RedirectError};
 use crate::slot::{slot_at, SlotEntry};
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, Once, PoisonError};
 use std::time::Duration;
 
 /// When queued patches take effect.
@@ -66,9 +67,13 @@ type Callback = Arc<dyn Fn(&PatchEvent) + Send + Sync>;
 static CALLBACKS: Mutex<Vec<Callback>> = Mutex::new(Vec::new());
 
 /// Runs `callback` after every applied patch, on the thread that applied it (the agent in
-/// immediate mode, the caller of [`safe_point`] otherwise). Frameworks redraw or rebuild
-/// derived state here.
+/// immediate mode, the caller of [`safe_point`] otherwise), once `hotpatch run` has been
+/// told. Frameworks redraw or rebuild derived state here. A callback that panics is reported
+/// on stderr; the patch stays applied and the other callbacks still run.
 pub fn on_patch(callback: impl Fn(&PatchEvent) + Send + Sync + 'static) {
+    if FORKED_CHILD.load(Ordering::Relaxed) {
+        return; // no patch is ever applied here, and the lock may be held by a thread gone
+    }
     CALLBACKS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -95,6 +100,12 @@ pub enum ApplyError {
     DuplicateSlot { path: &'static str },
     /// An entry redirect could not be written (nothing of the patch was applied).
     Redirect(String),
+    /// The patch was queued for a safe point, and the thread running that safe point
+    /// panicked before it answered.
+    SafePointPanicked,
+    /// This process is the child of a `fork` (without `exec`) of a program with an agent:
+    /// patches belong to the parent, and the runtime's locks may be held by its threads.
+    ForkedChild,
 }
 
 impl fmt::Display for ApplyError {
@@ -113,6 +124,14 @@ impl fmt::Display for ApplyError {
             }
             ApplyError::DuplicateSlot { path } => write!(f, "the patch rewires `{path}` twice"),
             ApplyError::Redirect(reason) => write!(f, "{reason}"),
+            ApplyError::ForkedChild => write!(
+                f,
+                "this process is a forked child: hot patching stays with the parent"
+            ),
+            ApplyError::SafePointPanicked => write!(
+                f,
+                "the thread at the safe point panicked before it answered (the patch may or may not be applied)"
+            ),
         }
     }
 }
@@ -172,6 +191,19 @@ pub fn apply(updates: &[SlotUpdate]) -> Result<u64, ApplyError> {
 /// Like [`apply`], with function entries to redirect (or restore) in the same step: the slot
 /// stores happen while the other threads are stopped for the entry writes.
 pub fn apply_patch(updates: &[SlotUpdate], entries: &[EntryChange]) -> Result<Applied, ApplyError> {
+    let (applied, event) = publish(updates, entries)?;
+    run_callbacks(&event);
+    Ok(applied)
+}
+
+/// [`apply_patch`] without the callbacks: what the patch did, and the event to run them with.
+fn publish(
+    updates: &[SlotUpdate],
+    entries: &[EntryChange],
+) -> Result<(Applied, PatchEvent), ApplyError> {
+    if FORKED_CHILD.load(Ordering::Relaxed) {
+        return Err(ApplyError::ForkedChild);
+    }
     if updates.is_empty() && entries.is_empty() {
         return Err(ApplyError::Empty);
     }
@@ -198,17 +230,38 @@ pub fn apply_patch(updates: &[SlotUpdate], entries: &[EntryChange]) -> Result<Ap
         };
         (event, stopped_for)
     };
+    let applied = Applied {
+        generation: event.generation,
+        stopped_for,
+    };
+    Ok((applied, event))
+}
+
+/// Runs every `on_patch` callback with `event`. Each runs under `catch_unwind`: the app's
+/// callback must not take down the agent thread (which would end hot patching for the run)
+/// nor the safe point's other queued patches. A panic is reported and the patch stays applied.
+pub(crate) fn run_callbacks(event: &PatchEvent) {
     let callbacks = CALLBACKS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
     for callback in callbacks {
-        callback(&event);
+        // Unwind safety: a callback that panics halfway may leave its own captured state
+        // half-updated; that is the app's state, which it sees again at its next call
+        // exactly as a panic anywhere else in the app would leave it. The runtime's own
+        // state is not touched by callbacks.
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| callback(event))) {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(not a string)");
+            eprintln!(
+                "hotreload: an on_patch callback panicked: {message} (patch generation {} stays applied)",
+                event.generation
+            );
+        }
     }
-    Ok(Applied {
-        generation: event.generation,
-        stopped_for,
-    })
 }
 
 /// A patch waiting for the next safe point, and where to send its outcome.
@@ -223,14 +276,16 @@ static QUEUED: Mutex<Vec<Queued>> = Mutex::new(Vec::new());
 static PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Applies `updates` now (immediate mode) or hands them to the next [`safe_point`] and waits
-/// for it. Used by the agent.
+/// for it. Used by the agent. In immediate mode the callbacks are left to the caller, which
+/// runs them (with [`run_callbacks`]) after answering hotpatch: the returned event is `Some`.
+/// A safe point runs them itself, after answering.
 #[cfg_attr(not(feature = "enabled"), allow(dead_code))] // the agent is its only caller
 pub(crate) fn apply_in_mode(
     updates: Vec<SlotUpdate>,
     entries: Vec<EntryChange>,
-) -> Result<Applied, ApplyError> {
+) -> Result<(Applied, Option<PatchEvent>), ApplyError> {
     if mode() == Mode::Immediate {
-        return apply_patch(&updates, &entries);
+        return publish(&updates, &entries).map(|(applied, event)| (applied, Some(event)));
     }
     let (outcome, receiver) = mpsc::channel();
     QUEUED
@@ -242,9 +297,44 @@ pub(crate) fn apply_in_mode(
             outcome,
         });
     PENDING.store(true, Ordering::Release);
-    receiver
-        .recv()
-        .expect("safe_point always answers a queued patch")
+    // Every queued patch is answered unless the safe point's thread panicked in between
+    // (dropping the sender): then there is nobody to answer, which is a refusal, not a crash.
+    let outcome = receiver.recv().map_err(|_| ApplyError::SafePointPanicked)?;
+    outcome.map(|applied| (applied, None))
+}
+
+/// Set in a child of `fork` by the handler [`forget_locks_in_forked_children`] installs.
+///
+/// A child starts with only the thread that forked: any runtime lock another thread held at
+/// that moment (the agent applying a patch holds `APPLY_LOCK`, `QUEUED`, `CALLBACKS`, and
+/// the stop and redirect locks) stays locked in the child for ever. Nor does a child have an
+/// agent, so no patch can come to it. With this set, [`safe_point`], [`apply_patch`] and
+/// [`on_patch`] touch none of those locks.
+static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Installs (once) the `pthread_atfork` child handler that sets [`FORKED_CHILD`]. The agent
+/// calls it before its thread starts, so it is in place before that thread takes any lock.
+#[cfg_attr(not(feature = "enabled"), allow(dead_code))] // the agent is its only caller
+pub(crate) fn forget_locks_in_forked_children() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        // SAFETY: the handler is a plain `extern "C" fn` that lives as long as the process
+        // (this library is never unloaded) and only stores atomics: async-signal-safe, as
+        // code in a child of a multithreaded process must be.
+        let error = unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
+        if error != 0 {
+            eprintln!(
+                "hotreload: no fork handler ({}): a forked child calling safe_point() may block",
+                std::io::Error::from_raw_os_error(error)
+            );
+        }
+    });
+}
+
+extern "C" fn in_forked_child() {
+    FORKED_CHILD.store(true, Ordering::Relaxed);
+    // A patch the parent queued is the parent's: the child's safe points skip the queue.
+    PENDING.store(false, Ordering::Relaxed);
 }
 
 /// Call once per frame or iteration. In [`Mode::SafePoint`], applies the patches that
@@ -264,9 +354,183 @@ fn apply_queued() {
         std::mem::take(&mut *queue)
     };
     for patch in queued {
+        let outcome = publish(&patch.updates, &patch.entries);
         // The agent may have gone (socket closed); then nobody wants the outcome.
-        let _ = patch
-            .outcome
-            .send(apply_patch(&patch.updates, &patch.entries));
+        let _ = patch.outcome.send(
+            outcome
+                .as_ref()
+                .map(|(applied, _)| *applied)
+                .map_err(Clone::clone),
+        );
+        if let Ok((_, event)) = outcome {
+            run_callbacks(&event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slot::{Slot, SLOTS};
+    use std::thread;
+
+    /// These tests change the process-wide mode and hold the runtime's locks: one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn original() -> u32 {
+        1
+    }
+    fn replacement() -> u32 {
+        2
+    }
+
+    /// A slot of this test binary's own (the runtime's unit tests have no `#[hotreload]`).
+    static SLOT: Slot = Slot::new(original as *const ());
+    #[linkme::distributed_slice(SLOTS)]
+    static ENTRY: SlotEntry = SlotEntry::new(&SLOT, original as *const (), PATH, 0x7e57);
+    const PATH: &str = "hotreload::patching::tests::original";
+
+    /// An update pointing the test slot at `target`.
+    fn to(target: fn() -> u32) -> SlotUpdate {
+        SlotUpdate {
+            slot: SLOT.address() as u64,
+            fingerprint: ENTRY.fingerprint,
+            target: target as usize as u64,
+        }
+    }
+
+    /// Generations of the test slot's patches that the callback after the panicking one saw.
+    static SEEN: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+    /// Registers (once) a callback that panics on every patch of the test slot, then one that
+    /// records it: the second still runs.
+    fn panicking_callbacks() {
+        static REGISTERED: Once = Once::new();
+        REGISTERED.call_once(|| {
+            on_patch(|event| {
+                if event.rewired.contains(&PATH) {
+                    panic!("callback failure for generation {}", event.generation);
+                }
+            });
+            on_patch(|event| {
+                if event.rewired.contains(&PATH) {
+                    SEEN.lock().unwrap().push(event.generation);
+                }
+            });
+        });
+    }
+
+    fn seen(generation: u64) -> bool {
+        SEEN.lock().unwrap().contains(&generation)
+    }
+
+    fn current() -> u32 {
+        // SAFETY: the slot only ever holds `original` or `replacement`, both `fn() -> u32`.
+        let function = unsafe { SLOT.get(original as fn() -> u32) };
+        function()
+    }
+
+    #[test]
+    fn a_panicking_callback_leaves_the_patch_applied_and_the_next_one_working() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        panicking_callbacks();
+
+        // Called directly: the patch counts, the next apply works.
+        let first = apply(&[to(replacement)]).expect("applied despite the callback");
+        assert_eq!(current(), 2);
+        assert!(seen(first));
+        let second = apply(&[to(original)]).expect("the next patch too");
+        assert_eq!(current(), 1);
+        assert!(second > first && seen(second));
+
+        // Immediate mode, as the agent does it: the callbacks are left for after the answer.
+        set_mode(Mode::Immediate);
+        let (applied, event) = apply_in_mode(vec![to(replacement)], Vec::new()).unwrap();
+        assert_eq!(current(), 2);
+        assert!(!seen(applied.generation), "not yet: after the answer");
+        run_callbacks(&event.expect("callbacks due"));
+        assert!(seen(applied.generation));
+
+        // Safe-point mode: two queued patches, both answered and applied by one safe point
+        // although every callback of theirs panics.
+        set_mode(Mode::SafePoint);
+        let agents: Vec<_> = [original, replacement]
+            .into_iter()
+            .map(|target| thread::spawn(move || apply_in_mode(vec![to(target)], Vec::new())))
+            .collect();
+        while QUEUED.lock().unwrap().len() < 2 {
+            thread::yield_now();
+        }
+        safe_point();
+        let generations: Vec<u64> = agents
+            .into_iter()
+            .map(|agent| {
+                let (applied, event) = agent.join().unwrap().expect("answered: applied");
+                assert!(event.is_none(), "the safe point ran the callbacks");
+                applied.generation
+            })
+            .collect();
+        assert!(generations.iter().all(|&generation| seen(generation)));
+        assert_eq!(current(), 2, "the later of the two is the one in place");
+
+        // A queued patch whose safe point went away unanswered is refused, not a panic.
+        let agent = thread::spawn(|| apply_in_mode(vec![to(original)], Vec::new()));
+        while QUEUED.lock().unwrap().is_empty() {
+            thread::yield_now();
+        }
+        drop(std::mem::take(&mut *QUEUED.lock().unwrap()));
+        assert_eq!(
+            agent.join().unwrap().err(),
+            Some(ApplyError::SafePointPanicked)
+        );
+        assert_eq!(current(), 2);
+        set_mode(Mode::Immediate);
+        apply(&[to(original)]).unwrap();
+    }
+
+    #[test]
+    fn a_forked_child_never_waits_for_a_lock_its_parent_held() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        forget_locks_in_forked_children();
+        let update = [to(replacement)];
+        // Another thread holds what the agent holds while it applies a patch and queues the
+        // next for a safe point, at the moment this thread forks.
+        let (locked, wait_locked) = mpsc::channel();
+        let (release, wait_release) = mpsc::channel::<()>();
+        let holder = thread::spawn(move || {
+            let _apply = APPLY_LOCK.lock().unwrap();
+            let _queue = QUEUED.lock().unwrap();
+            let _callbacks = CALLBACKS.lock().unwrap();
+            PENDING.store(true, Ordering::Release);
+            locked.send(()).unwrap();
+            wait_release.recv().unwrap();
+        });
+        wait_locked.recv().unwrap();
+        // SAFETY: the child runs only what is safe in a child of a multithreaded process:
+        // atomics, calls that return before allocating or locking, `alarm` and `_exit`.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: async-signal-safe calls; SIGALRM ends a child that deadlocks, which the
+            // parent sees as a signal instead of an exit.
+            unsafe { libc::alarm(60) };
+            safe_point();
+            on_patch(|_| {});
+            let refused = apply(&update) == Err(ApplyError::ForkedChild);
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if refused { 0 } else { 1 }) };
+        }
+        assert!(child > 0, "fork: {}", std::io::Error::last_os_error());
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        safe_point(); // the parent's own: takes the (empty) queue, clears PENDING
+        let mut status = 0;
+        // SAFETY: `child` is our child; `status` is a valid out-pointer.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child blocked or applied a patch (wait status {status:#x})"
+        );
+        assert!(!FORKED_CHILD.load(Ordering::Relaxed), "only in the child");
+        assert_eq!(current(), 1, "the child's apply was the child's alone");
     }
 }

@@ -40,7 +40,7 @@ pub fn link_image(dir: &Path, spec: &ImageSpec) -> PathBuf {
     let mut lld = Command::new(rust_lld());
     lld.arg("-pie")
         .arg(format!("--image-base={:#x}", spec.base))
-        .args(["-z", "norelro", "-z", "max-page-size=4096"])
+        .args(["-z", "relro", "-z", "max-page-size=4096"])
         .args(["--hash-style=gnu", "--gc-sections"]);
     for (position, root) in spec.roots.iter().enumerate() {
         lld.arg(if position == 0 { "-e" } else { "-u" }).arg(root);
@@ -57,6 +57,59 @@ pub fn link_image(dir: &Path, spec: &ImageSpec) -> PathBuf {
         .arg("-o")
         .arg(&image));
     image
+}
+
+/// A patch touching everything the loader must handle: a table of pointers (RELATIVE), a
+/// libc call (GLOB_DAT), an executable static (bound via `__ehdr_start`), and a frame that
+/// a panic must unwind through (`.eh_frame`). `black_box` keeps the optimiser from folding
+/// the table and `strlen` away.
+const SAMPLE_SOURCE: &str = r#"
+#![no_std]
+use core::hint::black_box;
+use core::sync::atomic::{AtomicU64, Ordering};
+extern "C" {
+    fn strlen(s: *const u8) -> usize;
+    static LOADER_TEST_COUNTER: AtomicU64;
+}
+static WORDS: [&str; 3] = ["alpha\0", "beta\0", "gamma\0"];
+#[no_mangle]
+pub extern "C" fn word_initial(index: usize) -> u8 {
+    black_box(&WORDS).get(index).and_then(|w| w.as_bytes().first().copied()).unwrap_or(0)
+}
+#[no_mangle]
+pub extern "C" fn total_length() -> usize {
+    black_box(&WORDS).iter().map(|w| unsafe { strlen(w.as_ptr()) }).sum()
+}
+#[no_mangle]
+pub extern "C" fn bump_counter() -> u64 {
+    unsafe { LOADER_TEST_COUNTER.fetch_add(1, Ordering::SeqCst) + 1 }
+}
+#[no_mangle]
+pub extern "C-unwind" fn call_and_add_one(callback: extern "C-unwind" fn() -> u64) -> u64 {
+    callback() + 1
+}
+"#;
+
+const SAMPLE_ROOTS: &[&str] = &[
+    "word_initial",
+    "total_length",
+    "bump_counter",
+    "call_and_add_one",
+];
+
+/// Links [`SAMPLE_SOURCE`] at `base` for the running test executable, which must define
+/// `#[no_mangle] static LOADER_TEST_COUNTER: AtomicU64`, at link-time address `counter`.
+pub fn link_sample(dir: &Path, base: u64, counter: u64) -> PathBuf {
+    link_image(
+        dir,
+        &ImageSpec {
+            name: "patch",
+            source: SAMPLE_SOURCE,
+            base,
+            exe_symbols: &[("LOADER_TEST_COUNTER", counter)],
+            roots: SAMPLE_ROOTS,
+        },
+    )
 }
 
 fn rustc() -> String {

@@ -9,58 +9,21 @@ use std::ffi::c_void;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tests::image::{link_image, ImageSpec};
+use tests::image::{link_image, link_sample, ImageSpec};
 
 /// Bumped by the image's code: proves it binds to *this* executable's static.
 #[no_mangle]
 pub static LOADER_TEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A patch touching everything the loader must handle: a table of pointers (RELATIVE), a
-/// libc call (GLOB_DAT), an executable static (bound via `__ehdr_start`), and a frame that
-/// a panic must unwind through (`.eh_frame`). `black_box` keeps the optimiser from folding
-/// the table and `strlen` away.
-const PATCH_SOURCE: &str = r#"
-#![no_std]
-use core::hint::black_box;
-use core::sync::atomic::{AtomicU64, Ordering};
-extern "C" {
-    fn strlen(s: *const u8) -> usize;
-    static LOADER_TEST_COUNTER: AtomicU64;
-}
-static WORDS: [&str; 3] = ["alpha\0", "beta\0", "gamma\0"];
-#[no_mangle]
-pub extern "C" fn word_initial(index: usize) -> u8 {
-    black_box(&WORDS).get(index).and_then(|w| w.as_bytes().first().copied()).unwrap_or(0)
-}
-#[no_mangle]
-pub extern "C" fn total_length() -> usize {
-    black_box(&WORDS).iter().map(|w| unsafe { strlen(w.as_ptr()) }).sum()
-}
-#[no_mangle]
-pub extern "C" fn bump_counter() -> u64 {
-    unsafe { LOADER_TEST_COUNTER.fetch_add(1, Ordering::SeqCst) + 1 }
-}
-#[no_mangle]
-pub extern "C-unwind" fn call_and_add_one(callback: extern "C-unwind" fn() -> u64) -> u64 {
-    callback() + 1
-}
-"#;
-
-const PATCH_ROOTS: &[&str] = &[
-    "word_initial",
-    "total_length",
-    "bump_counter",
-    "call_and_add_one",
-];
-
-/// −256 MiB and −512 MiB in the executable's link-time coordinates: distinct per test, since
+/// −256, −512 and −768 MiB in the executable's link-time coordinates: distinct per test, since
 /// the tests of this file share one address space.
 const BASE_FOR_RUNNING: u64 = 0xffff_ffff_f000_0000;
 const BASE_FOR_REFUSALS: u64 = 0xffff_ffff_e000_0000;
+const BASE_FOR_CRAFTED: u64 = 0xffff_ffff_d000_0000;
 
 /// Link-time address of `name` in the ELF file at `path`, from its `.symtab`.
 fn symbol_value(path: &Path, name: &str) -> u64 {
@@ -73,19 +36,9 @@ fn symbol_value(path: &Path, name: &str) -> u64 {
 }
 
 /// Builds the patch for this test process at `base`.
-fn link_patch_for_this_process(dir: &Path, base: u64) -> std::path::PathBuf {
+fn link_patch_for_this_process(dir: &Path, base: u64) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let counter = symbol_value(&exe, "LOADER_TEST_COUNTER");
-    link_image(
-        dir,
-        &ImageSpec {
-            name: "patch",
-            source: PATCH_SOURCE,
-            base,
-            exe_symbols: &[("LOADER_TEST_COUNTER", counter)],
-            roots: PATCH_ROOTS,
-        },
-    )
+    link_sample(dir, base, symbol_value(&exe, "LOADER_TEST_COUNTER"))
 }
 
 fn load_bias() -> u64 {
@@ -147,7 +100,7 @@ fn loads_relocates_runs_and_unloads_a_real_image() {
     assert!(image.range().contains(&at("total_length")));
 
     // SAFETY: each address is the runtime address of an image function with this
-    // signature (see PATCH_SOURCE); the image stays mapped until `unload` below.
+    // signature (see `tests::image::SAMPLE_SOURCE`); the image stays mapped until `unload` below.
     let (word_initial, total_length, bump_counter, call_and_add_one) = unsafe {
         (
             std::mem::transmute::<u64, extern "C" fn(usize) -> u8>(at("word_initial")),
@@ -183,6 +136,12 @@ fn loads_relocates_runs_and_unloads_a_real_image() {
         mapping_permissions(at("total_length")).as_deref(),
         Some("r-xp")
     );
+    // The table of pointers and the GOT were relocated, then made read-only.
+    let relro = program_header(&image_path, object::elf::PT_GNU_RELRO).expect("PT_GNU_RELRO");
+    assert_eq!(
+        mapping_permissions(bias.wrapping_add(relro.vaddr)).as_deref(),
+        Some("r--p")
+    );
 
     let range = image.range();
     // SAFETY: the functions above returned and are not called again.
@@ -190,6 +149,41 @@ fn loads_relocates_runs_and_unloads_a_real_image() {
     assert!(!unwinder_knows(at("call_and_add_one")));
     assert_eq!(mapping_permissions(range.start), None);
     assert_eq!(mapping_permissions(range.end - 1), None);
+}
+
+/// Where a program header of the ELF image at `path` sits in the file, and its address.
+struct ProgramHeaderAt {
+    offset: usize,
+    vaddr: u64,
+}
+
+fn program_header(path: &Path, p_type: u32) -> Option<ProgramHeaderAt> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let bytes = std::fs::read(path).unwrap();
+    let header = object::elf::FileHeader64::<object::LittleEndian>::parse(&*bytes).unwrap();
+    let endian = object::LittleEndian;
+    let table = header.e_phoff(endian) as usize;
+    header
+        .program_headers(endian, &*bytes)
+        .unwrap()
+        .iter()
+        .enumerate()
+        .find(|(_, program)| program.p_type(endian) == p_type)
+        .map(|(index, program)| ProgramHeaderAt {
+            offset: table + index * size_of::<object::elf::ProgramHeader64<object::LittleEndian>>(),
+            vaddr: program.p_vaddr(endian),
+        })
+}
+
+/// File offset of the header of the section named `name`.
+fn section_header_offset(bytes: &[u8], name: &str) -> usize {
+    use object::read::elf::FileHeader;
+    let header = object::elf::FileHeader64::<object::LittleEndian>::parse(bytes).unwrap();
+    let endian = object::LittleEndian;
+    let sections = header.sections(endian, bytes).unwrap();
+    let (index, _) = sections.section_by_name(endian, name.as_bytes()).unwrap();
+    header.e_shoff(endian) as usize
+        + index.0 * size_of::<object::elf::SectionHeader64<object::LittleEndian>>()
 }
 
 /// Why `path` is refused when its checksum is right (the other checks are under test).
@@ -269,6 +263,79 @@ fn refuses_unsafe_files_corrupt_images_and_taken_ranges() {
     );
     // SAFETY: nothing ever ran in or pointed into this image.
     unsafe { first.unload() }.unwrap();
+}
+
+/// `bytes` with the little-endian `value` written at `offset`, as a file the loader may read.
+fn with_word(dir: &Path, name: &str, bytes: &[u8], offset: usize, value: u64) -> PathBuf {
+    let mut bytes = bytes.to_vec();
+    bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+#[test]
+fn refuses_addresses_and_sizes_that_wrap_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let image_path = link_patch_for_this_process(dir.path(), BASE_FOR_CRAFTED);
+    let bytes = std::fs::read(&image_path).unwrap();
+    // Offsets of fields in Elf64_Shdr and Elf64_Phdr. The first PT_LOAD holds .eh_frame.
+    let (sh_addr, sh_size, p_vaddr, p_memsz) = (16, 32, 16, 40);
+    let eh_frame = section_header_offset(&bytes, ".eh_frame");
+    let relro = program_header(&image_path, object::elf::PT_GNU_RELRO).unwrap();
+    let first_load = program_header(&image_path, object::elf::PT_LOAD).unwrap();
+    let cases = [
+        (
+            "eh-frame-at-the-top",
+            eh_frame + sh_addr,
+            u64::MAX - 8,
+            ".eh_frame at 0xfffffffffffffff7",
+        ),
+        (
+            "eh-frame-endless",
+            eh_frame + sh_size,
+            u64::MAX,
+            "is not inside the file bytes of one readable PT_LOAD",
+        ),
+        (
+            // p_type PT_LOAD, p_flags none: the segment holding .eh_frame is unreadable, and
+            // __register_frame would fault on it (found by loader_fuzz).
+            "eh-frame-unreadable",
+            first_load.offset,
+            u64::from(object::elf::PT_LOAD),
+            "is not inside the file bytes of one readable PT_LOAD",
+        ),
+        (
+            "relro-endless",
+            relro.offset + p_memsz,
+            u64::MAX - 0x10,
+            "PT_GNU_RELRO at",
+        ),
+        (
+            "load-at-the-top",
+            first_load.offset + p_vaddr,
+            u64::MAX - 0x100,
+            "PT_LOAD at 0xfffffffffffffeff",
+        ),
+        (
+            "load-endless",
+            first_load.offset + p_memsz,
+            u64::MAX - 0x100,
+            "memory size 0xfffffffffffffeff",
+        ),
+    ];
+    for (name, offset, value, expected) in cases {
+        let reason = refusal(&with_word(dir.path(), name, &bytes, offset, value));
+        assert!(
+            reason.contains("is corrupt: ") && reason.contains(expected),
+            "{name}: {reason}"
+        );
+    }
+    // The untouched image loads: the refusals were about the words changed.
+    let image = load(&image_path, load_bias(), file_checksum(&image_path)).unwrap();
+    // SAFETY: nothing ever ran in or pointed into this image.
+    unsafe { image.unload() }.unwrap();
 }
 
 /// The agent fixture under a socket: its stdin/stdout and both ends of the socket.

@@ -160,8 +160,9 @@ pub fn link_image(request: &ImageRequest<'_>, toolchain: &Toolchain) -> Result<L
         .arg("-pie")
         .arg(format!("--image-base={:#x}", request.base))
         .args([
+            // PT_GNU_RELRO: the runtime makes the relocated GOT and pointer tables read-only.
             "-z",
-            "norelro",
+            "relro",
             "-z",
             "max-page-size=4096",
             "-z",
