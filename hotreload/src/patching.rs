@@ -454,13 +454,18 @@ mod tests {
         // Safe-point mode: two queued patches, both answered and applied by one safe point
         // although every callback of theirs panics.
         set_mode(Mode::SafePoint);
+        // Queued one after the other, so `replacement` is the later.
         let agents: Vec<_> = [original, replacement]
             .into_iter()
-            .map(|target| thread::spawn(move || apply_in_mode(vec![to(target)], Vec::new())))
+            .enumerate()
+            .map(|(earlier, target)| {
+                let agent = thread::spawn(move || apply_in_mode(vec![to(target)], Vec::new()));
+                while QUEUED.lock().unwrap().len() <= earlier {
+                    thread::yield_now();
+                }
+                agent
+            })
             .collect();
-        while QUEUED.lock().unwrap().len() < 2 {
-            thread::yield_now();
-        }
         safe_point();
         let generations: Vec<u64> = agents
             .into_iter()
