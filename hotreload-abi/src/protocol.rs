@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, Write};
+use std::ops::Range;
+use std::time::Duration;
 
 /// Environment variable through which `hotpatch run` tells the app where to connect.
 /// When it is absent the runtime starts no thread and opens nothing.
@@ -26,6 +28,11 @@ pub const RUNTIME_PACKAGES: [&str; 4] = [
 /// whose symbol table defines it links the runtime, whose agent connects; `hotpatch run` preloads
 /// the runtime (`hotreload-preload`) only into programs that don't, so exactly one agent runs.
 pub const AGENT_STATIC_PATH: &str = "hotreload::agent::START_AGENT";
+
+/// How long the runtime waits for the other threads to leave the code a patch replaces
+/// ([`Request::Apply`]'s `old_code`) before it applies the patch anyway and says so
+/// ([`Reply::Applied`]'s `old_code_running`).
+pub const OLD_CODE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Bumped whenever a message changes shape; the patcher refuses a peer with another version.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -103,6 +110,11 @@ pub enum Request {
         /// Function entries to redirect or restore, together with the slot updates.
         #[serde(default)]
         entries: Vec<EntryChange>,
+        /// The code the patch replaces: `[start, end)` of each version running now (a slot's
+        /// current implementation, the copies whose entries get a jump). The runtime applies
+        /// the patch when no other thread runs any of it, waiting a while if one does.
+        #[serde(default)]
+        old_code: Vec<Range<u64>>,
     },
 }
 
@@ -125,9 +137,14 @@ pub enum Reply {
     Applied {
         id: u64,
         generation: u64,
-        /// How long the program's other threads were stopped to write entries, in µs.
+        /// How long the program's other threads were stopped to apply the patch, in µs.
         #[serde(default)]
         stopped_us: u64,
+        /// Starts of the `old_code` ranges a thread was still running when the runtime
+        /// stopped waiting and applied the patch anyway: that thread finishes its call in the
+        /// old version, which may call the new code of the same patch.
+        #[serde(default)]
+        old_code_running: Vec<u64>,
     },
     /// Nothing was changed; `reason` says why.
     Refused {
@@ -180,6 +197,7 @@ mod tests {
                 entry: 4,
                 target: Some(5),
             }],
+            old_code: vec![0x1000..0x1040, 0x2000..0x2010],
         };
         let mut wire = Vec::new();
         send(&mut wire, &request).unwrap();
@@ -189,6 +207,7 @@ mod tests {
                 id: 7,
                 generation: 1,
                 stopped_us: 0,
+                old_code_running: vec![0x1000],
             },
         )
         .unwrap();
@@ -201,6 +220,7 @@ mod tests {
                 id: 7,
                 generation: 1,
                 stopped_us: 0,
+                old_code_running: vec![0x1000],
             })
         );
         assert_eq!(receive::<Reply>(&mut input).unwrap(), None);

@@ -18,6 +18,7 @@ use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSymbol};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,8 +111,8 @@ pub struct ImageRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct LinkedImage {
     pub path: PathBuf,
-    /// Link-time address of each entry point.
-    pub entries: BTreeMap<String, u64>,
+    /// Link-time code of each entry point: `[address, address + size)`.
+    pub entries: BTreeMap<String, Range<u64>>,
     /// Data symbols the image defines (for later patches to bind to), with addresses.
     pub data: HashMap<String, u64>,
     /// `hotreload_abi::protocol::checksum` of the file, for the runtime to verify.
@@ -314,7 +315,8 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
     for symbol in elf.symbols().filter(|s| s.is_definition()) {
         let Ok(name) = symbol.name() else { continue };
         if request.entry_points.contains(name) {
-            entry_points.insert(name.to_string(), symbol.address());
+            let start = symbol.address();
+            entry_points.insert(name.to_string(), start..start + symbol.size());
         } else if symbol.kind() == object::SymbolKind::Data
             && request.exe.symbol(name).is_none()
             && !is_anonymous(name)
