@@ -1,11 +1,11 @@
 //! Making a patch's changes while no other thread runs the code they replace: the consistency
 //! model of kpatch and Linux livepatch, with a conservative stack scan instead of an unwinder.
 //!
-//! [`switch`] stops the other threads ([`crate::stop_world`]) and checks each one before
-//! anything changes:
-//! - its instruction pointer must not be inside the first [`JMP_LEN`](crate::redirect::JMP_LEN) bytes of an entry about
-//!   to be rewritten (it would resume in the middle of the new `jmp`): a hard rule, see
-//!   [`crate::redirect`];
+//! `switch` (what [`crate::apply_patch`] and [`crate::set_entries`] go through) stops the
+//! other threads ([`crate::stop_world`]) and checks each one before anything changes:
+//! - its instruction pointer must not be inside the first [`JMP_LEN`](crate::JMP_LEN) bytes
+//!   of an entry about to be rewritten (it would resume in the middle of the new `jmp`): a
+//!   hard rule;
 //! - no version of a function the patch replaces may be running on it: its instruction pointer
 //!   is not in `[start, end)` of an old range, and no 8-byte word of its stack, from its stack
 //!   pointer to the end of the mapping holding it, lies in `(start, end]` (a return address
@@ -17,9 +17,14 @@
 //! If a thread fails a check, everyone is released and the stop is tried again a little later
 //! (1 ms, doubling up to 16 ms: the waits happen with nobody stopped). A thread inside an
 //! entry's bytes on [`MAX_ATTEMPTS`] attempts refuses the patch. A thread still running old
-//! code after [`OLD_CODE_PATIENCE`] (one that never returns from it, or keeps calling it) does
-//! not: the change is made at the next stop, and the ranges still in use are reported, so the
-//! caller can say that this thread finishes its call in the old version.
+//! code after [`OLD_CODE_PATIENCE`] (one that never returns from it, or is inside it at every
+//! attempt) does not: the first stop after that makes the change, and the ranges still in use
+//! are reported, so the caller can say that this thread finishes its call in the old version.
+//!
+//! Limits: the calling thread is not checked (the agent runs no patched code; a safe point is
+//! where its caller accepts the switch). A thread running on an alternate signal stack is
+//! scanned there only. A thread whose stack was not in the list (started after it was read)
+//! or could not be read blocks the stop until the patience ends, and is not reported then.
 //!
 //! Everything done while the others are stopped is allocation-free and lock-free: the stacks'
 //! mappings are read from `/proc/self/maps` before each stop, and stacks are read with
@@ -44,7 +49,7 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(16);
 pub(crate) struct Switched<T> {
     /// What the change returned.
     pub value: T,
-    /// How long the threads were stopped for the stop that made the change.
+    /// How long the threads were stopped, over every attempt.
     pub stopped_for: Duration,
     /// Stops needed.
     pub attempts: u32,
@@ -61,7 +66,7 @@ enum Blocked {
 }
 
 /// Runs `change` once, with every other thread stopped, at a stop where none is inside the
-/// first [`JMP_LEN`](crate::redirect::JMP_LEN) bytes of `entries` and, within [`OLD_CODE_PATIENCE`], none runs code in
+/// first [`JMP_LEN`](crate::JMP_LEN) bytes of `entries` and, within [`OLD_CODE_PATIENCE`], none runs code in
 /// `old_code` (see the module's doc). `change` must not allocate, lock or print.
 pub(crate) fn switch<T>(
     entries: &[u64],
@@ -77,6 +82,7 @@ pub(crate) fn switch<T>(
     let started = Instant::now();
     let mut pause = FIRST_PAUSE;
     let (mut attempts, mut entry_attempts) = (0, 0);
+    let mut stopped_for = Duration::ZERO;
     loop {
         attempts += 1;
         let last_chance = started.elapsed() >= OLD_CODE_PATIENCE;
@@ -105,6 +111,7 @@ pub(crate) fn switch<T>(
             }
             Ok(change())
         })?;
+        stopped_for += held;
         match outcome {
             Ok(value) => {
                 let old_code_running = old_code
@@ -115,7 +122,7 @@ pub(crate) fn switch<T>(
                     .collect();
                 return Ok(Switched {
                     value,
-                    stopped_for: held,
+                    stopped_for,
                     attempts,
                     old_code_running,
                 });

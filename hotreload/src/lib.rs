@@ -21,7 +21,7 @@
 
 #[cfg(feature = "enabled")]
 mod agent;
-mod consistency;
+pub mod consistency;
 pub mod identity;
 pub mod loader;
 mod mappings;

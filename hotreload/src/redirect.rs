@@ -41,7 +41,7 @@ pub use hotreload_abi::protocol::EntryChange;
 pub struct RedirectReport {
     /// Entries whose bytes changed (a change to what is already there is not counted).
     pub changed: usize,
-    /// How long the other threads were stopped (zero when nobody was).
+    /// How long the other threads were stopped, over every attempt (zero when nobody was).
     pub stopped_for: Duration,
     /// Stops needed (more than one when a thread sat inside an entry or ran old code).
     pub attempts: u32,

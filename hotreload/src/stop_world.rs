@@ -3,12 +3,16 @@
 //! [`with_other_threads_stopped`] lists `/proc/self/task`, sends each other thread
 //! [`STOP_SIGNAL`] with `tgkill`, and waits until every one has acknowledged from the signal
 //! handler. The handler records where the thread was interrupted (its RIP and RSP),
-//! acknowledges and
-//! waits (a short `pause` spin, then a futex wait so stopped threads give the CPUs back) until
-//! released; before returning it executes `cpuid`, a serialising instruction, so a resumed
-//! thread fetches the code as it is *after* the closure's writes (Intel SDM vol. 3 §8.1.3,
-//! cross-modifying code). No helper thread is used, and nothing in the handler allocates or
-//! locks: it only touches the preallocated [`MAX_THREADS`] slots through atomics.
+//! acknowledges and waits (a short `pause` spin, then a futex wait so stopped threads give the
+//! CPUs back) until released; before returning it executes `cpuid`, a serialising instruction,
+//! so a resumed thread fetches the code as it is *after* the closure's writes (Intel SDM
+//! vol. 3 §8.1.3, cross-modifying code). No helper thread is used, and nothing in the handler
+//! allocates or locks: it only touches the preallocated [`MAX_THREADS`] slots through atomics.
+//!
+//! What it guarantees: while the closure runs, every other thread of the process is held in
+//! the handler (threads started meanwhile are found by the rescans and held too), so what the
+//! closure writes reaches all of them at once, when they are released. Whether the moment is
+//! a good one is not its business: [`crate::consistency`] reads the recorded RIPs and RSPs.
 //!
 //! While the others are stopped the calling thread must not allocate, lock, print or panic:
 //! a stopped thread may hold the allocator's or stdout's lock. The enumeration below uses
@@ -457,8 +461,8 @@ impl Drop for Release {
     }
 }
 
-/// Stops every other thread of the process, runs `closure` with their instruction pointers,
-/// then releases them. Returns the closure's value and how long the threads were held.
+/// Stops every other thread of the process, runs `closure` with their instruction and stack
+/// pointers, then releases them. Returns the closure's value and how long the threads were held.
 ///
 /// After the closure, before release, instruction fetch is serialised on every core with
 /// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)` where the kernel has it (4.16+);
