@@ -7,9 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, Read, Write};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Environment variable through which `hotpatch run` tells the app where to connect.
 /// When it is absent the runtime starts no thread and opens nothing.
@@ -84,6 +86,11 @@ pub const RUNTIME_PACKAGES: [&str; 4] = [
 /// whose symbol table defines it links the runtime, whose agent connects; `hotpatch run` preloads
 /// the runtime (`hotreload-preload`) only into programs that don't, so exactly one agent runs.
 pub const AGENT_STATIC_PATH: &str = "hotreload::agent::START_AGENT";
+
+/// How long the runtime waits for the other threads to leave the code a patch replaces
+/// ([`Request::Apply`]'s `old_code`) before it applies the patch anyway and says so
+/// ([`Reply::Applied`]'s `old_code_running`).
+pub const OLD_CODE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Bumped whenever a message changes shape; the patcher refuses a peer with another version.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -180,6 +187,11 @@ pub enum Request {
         /// Function entries to redirect or restore, together with the slot updates.
         #[serde(default)]
         entries: Vec<EntryChange>,
+        /// The code the patch replaces: `[start, end)` of each version running now (a slot's
+        /// current implementation, the copies whose entries get a jump). The runtime applies
+        /// the patch when no other thread runs any of it, waiting a while if one does.
+        #[serde(default)]
+        old_code: Vec<Range<u64>>,
     },
 }
 
@@ -202,9 +214,14 @@ pub enum Reply {
     Applied {
         id: u64,
         generation: u64,
-        /// How long the program's other threads were stopped to write entries, in µs.
+        /// How long the program's other threads were stopped to apply the patch, in µs.
         #[serde(default)]
         stopped_us: u64,
+        /// Starts of the `old_code` ranges a thread was still running when the runtime
+        /// stopped waiting and applied the patch anyway: that thread finishes its call in the
+        /// old version, which may call the new code of the same patch.
+        #[serde(default)]
+        old_code_running: Vec<u64>,
     },
     /// Nothing was changed; `reason` says why.
     Refused {
@@ -292,6 +309,7 @@ mod tests {
                 entry: 4,
                 target: Some(5),
             }],
+            old_code: vec![0x1000..0x1040, 0x2000..0x2010],
         };
         let mut wire = Vec::new();
         send(&mut wire, &request).unwrap();
@@ -301,6 +319,7 @@ mod tests {
                 id: 7,
                 generation: 1,
                 stopped_us: 0,
+                old_code_running: vec![0x1000],
             },
         )
         .unwrap();
@@ -313,6 +332,7 @@ mod tests {
                 id: 7,
                 generation: 1,
                 stopped_us: 0,
+                old_code_running: vec![0x1000],
             })
         );
         assert_eq!(receive::<Reply>(&mut input).unwrap(), None);
@@ -469,12 +489,17 @@ mod tests {
                 image,
                 prop::collection::vec(update, 0..4),
                 prop::collection::vec(entry, 0..4),
+                prop::collection::vec(any::<(u64, u64)>(), 0..4),
             )
-                .prop_map(|(id, image, updates, entries)| Request::Apply {
+                .prop_map(|(id, image, updates, entries, old_code)| Request::Apply {
                     id,
                     image,
                     updates,
                     entries,
+                    old_code: old_code
+                        .into_iter()
+                        .map(|(start, end)| start..end)
+                        .collect(),
                 })
         }
 
@@ -488,14 +513,29 @@ mod tests {
                     current,
                 },
             );
+            let image = (".{0,30}", any::<(u64, u64)>())
+                .prop_map(|(path, (start, end))| MappedImage { path, start, end });
+            let redirect = any::<(u64, u64)>().prop_map(|(entry, target)| EntryChange {
+                entry,
+                target: Some(target),
+            });
             let hello = (
-                any::<(u32, u32, u64)>(),
+                any::<(u32, u32, u64, u64)>(),
                 "[0-9a-f]{0,40}",
                 ".{0,30}",
                 prop::collection::vec(slot, 0..3),
+                prop::collection::vec(image, 0..3),
+                prop::collection::vec(redirect, 0..3),
             )
                 .prop_map(
-                    |((protocol_version, pid, load_bias), build_id, exe, slots)| {
+                    |(
+                        (protocol_version, pid, load_bias, generation),
+                        build_id,
+                        exe,
+                        slots,
+                        images,
+                        redirected,
+                    )| {
                         Reply::Hello(Hello {
                             protocol_version,
                             pid,
@@ -503,21 +543,28 @@ mod tests {
                             load_bias,
                             exe,
                             slots,
-                            generation: 0,
-                            images: Vec::new(),
-                            redirected: Vec::new(),
+                            generation,
+                            images,
+                            redirected,
                         })
                     },
                 );
             prop_oneof![
                 hello,
-                any::<(u64, u64, u64)>().prop_map(|(id, generation, stopped_us)| {
-                    Reply::Applied {
-                        id,
-                        generation,
-                        stopped_us,
-                    }
-                }),
+                (
+                    any::<(u64, u64, u64)>(),
+                    prop::collection::vec(any::<u64>(), 0..3)
+                )
+                    .prop_map(
+                        |((id, generation, stopped_us), old_code_running)| {
+                            Reply::Applied {
+                                id,
+                                generation,
+                                stopped_us,
+                                old_code_running,
+                            }
+                        }
+                    ),
                 (any::<u64>(), ".{0,40}").prop_map(|(id, reason)| Reply::Refused { id, reason }),
             ]
         }

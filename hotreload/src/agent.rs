@@ -24,6 +24,7 @@ use crate::redirect::redirects;
 use crate::slot::slots;
 use std::ffi::{CStr, OsStr, OsString};
 use std::io::{self, BufReader};
+use std::ops::Range;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -191,13 +192,15 @@ fn serve(stream: UnixStream) -> io::Result<()> {
                 image,
                 updates,
                 entries,
-            } => match apply_patch(image.as_ref(), updates, entries) {
+                old_code,
+            } => match apply_patch(image.as_ref(), updates, entries, old_code) {
                 Ok((applied, callbacks_due)) => (
                     Reply::Applied {
                         id,
                         generation: applied.generation,
                         stopped_us: u64::try_from(applied.stopped_for.as_micros())
                             .unwrap_or(u64::MAX),
+                        old_code_running: applied.old_code_running,
                     },
                     callbacks_due,
                 ),
@@ -224,9 +227,10 @@ fn apply_patch(
     image: Option<&PatchImage>,
     updates: Vec<SlotUpdate>,
     entries: Vec<EntryChange>,
+    old_code: Vec<Range<u64>>,
 ) -> Result<(Applied, Option<PatchEvent>), String> {
     let Some(image) = image else {
-        return apply_in_mode(updates, entries).map_err(|error| error.to_string());
+        return apply_in_mode(updates, entries, old_code).map_err(|error| error.to_string());
     };
     let executable = identity::executable();
     if executable.build_id.is_empty() || image.build_id != executable.build_id {
@@ -237,7 +241,7 @@ fn apply_patch(
     }
     let loaded = loader::load(Path::new(&image.path), executable.load_bias, image.checksum)
         .map_err(|e| e.to_string())?;
-    match apply_in_mode(updates, entries) {
+    match apply_in_mode(updates, entries, old_code) {
         Ok(applied) => {
             LIVE_IMAGES
                 .lock()

@@ -21,6 +21,7 @@
 
 #[cfg(feature = "enabled")]
 mod agent;
+pub mod consistency;
 pub mod identity;
 pub mod loader;
 mod mappings;

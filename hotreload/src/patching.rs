@@ -3,17 +3,30 @@
 //! A patch is a table of (slot, new address) pairs and a table of function entries to
 //! redirect (or restore). Both are checked whole before anything moves, so a patch is applied
 //! completely or not at all. Each slot store is atomic (Release): a concurrent caller runs the
-//! old or the new function, never garbage, and a thread already inside the old function
-//! finishes it there. When a patch also redirects entries, the other threads are stopped
-//! while the entries are written and the slots stored ([`crate::redirect`]), so they see the
-//! whole patch at once. In [`Mode::SafePoint`] a patch is applied only inside [`safe_point`],
-//! on the app's thread, so nothing changes between two safe points.
+//! old or the new function, never garbage.
+//!
+//! A patch of one slot and nothing else is that one store, made while the other threads run:
+//! a thread already inside the old function finishes that call there (it changes only one
+//! function, so no thread mixes two functions' versions; a recursive call through the slot
+//! reaches the new one). Every other patch — several slots, or any entry — is applied in one
+//! stop of the other threads ([`crate::consistency`]): its entry writes and slot stores become
+//! visible to them at the same moment, and only at a stop where no thread runs a version the
+//! patch replaces (its instruction pointer or a return address on its stack inside one, as
+//! far as the patcher named them in `old_code`). So no thread runs old `a` and then calls new
+//! `b` of the same patch, unless a thread keeps running old code past
+//! [`OLD_CODE_PATIENCE`](crate::protocol::OLD_CODE_PATIENCE): then the patch is applied anyway and
+//! [`Applied::old_code_running`] says which code. The calling thread is not checked: the agent
+//! runs no patched code, and a [`safe_point`] is where its caller accepts the switch.
+//!
+//! In [`Mode::SafePoint`] a patch is applied only inside [`safe_point`], on the app's thread,
+//! so nothing changes between two safe points.
 
 use crate::mappings::executable_ranges;
 use crate::protocol::SlotUpdate;
-use crate::redirect::{set_entries_with, EntryChange, RedirectError};
+use crate::redirect::{set_entries_with, EntryChange, RedirectError, RedirectReport};
 use crate::slot::{slot_at, SlotEntry};
 use std::fmt;
+use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex, Once, PoisonError};
@@ -173,25 +186,39 @@ fn validate(updates: &[SlotUpdate]) -> Result<Vec<(&'static SlotEntry, *const ()
 }
 
 /// What one applied patch did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// [`generation`] after this patch.
     pub generation: u64,
-    /// How long the other threads were stopped to redirect entries (zero when none were).
+    /// How long the other threads were stopped to apply it (zero when none were).
     pub stopped_for: Duration,
+    /// Starts of the `old_code` ranges some thread was still running after
+    /// [`OLD_CODE_PATIENCE`](crate::protocol::OLD_CODE_PATIENCE), when the patch was applied anyway:
+    /// that thread finishes its call in the old version, and may call new code from it.
+    pub old_code_running: Vec<u64>,
 }
 
 /// Validates the whole table, then rewires every slot, bumps the generation and runs the
 /// `on_patch` callbacks on this thread. Returns the new generation. Ignores the mode: the
 /// agent calls it at the right time; apps and tests may call it directly.
 pub fn apply(updates: &[SlotUpdate]) -> Result<u64, ApplyError> {
-    apply_patch(updates, &[]).map(|applied| applied.generation)
+    apply_patch(updates, &[], &[]).map(|applied| applied.generation)
 }
 
-/// Like [`apply`], with function entries to redirect (or restore) in the same step: the slot
-/// stores happen while the other threads are stopped for the entry writes.
-pub fn apply_patch(updates: &[SlotUpdate], entries: &[EntryChange]) -> Result<Applied, ApplyError> {
-    let (applied, event) = publish(updates, entries)?;
+/// Like [`apply`], with function entries to redirect (or restore) in the same step.
+///
+/// A patch of one slot and no entry is one atomic store, made while the others run: a
+/// thread already inside the old function finishes that call there. Any other patch is
+/// applied with the other threads stopped, all its entry writes and slot stores at once, and
+/// at a stop where none of them runs code in `old_code` (`[start, end)` of each version the
+/// patch replaces, or `[]` not to check): see [`crate::consistency`] for the check, the
+/// retries, and what happens when a thread never leaves.
+pub fn apply_patch(
+    updates: &[SlotUpdate],
+    entries: &[EntryChange],
+    old_code: &[Range<u64>],
+) -> Result<Applied, ApplyError> {
+    let (applied, event) = publish(updates, entries, old_code)?;
     run_callbacks(&event);
     Ok(applied)
 }
@@ -200,6 +227,7 @@ pub fn apply_patch(updates: &[SlotUpdate], entries: &[EntryChange]) -> Result<Ap
 fn publish(
     updates: &[SlotUpdate],
     entries: &[EntryChange],
+    old_code: &[Range<u64>],
 ) -> Result<(Applied, PatchEvent), ApplyError> {
     if FORKED_CHILD.load(Ordering::Relaxed) {
         return Err(ApplyError::ForkedChild);
@@ -207,7 +235,7 @@ fn publish(
     if updates.is_empty() && entries.is_empty() {
         return Err(ApplyError::Empty);
     }
-    let (event, stopped_for) = {
+    let (event, report) = {
         let _serial = APPLY_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         let checked = validate(updates)?;
         let store_slots = || {
@@ -215,24 +243,24 @@ fn publish(
                 entry.slot.store(*target);
             }
         };
-        let stopped_for = if entries.is_empty() {
+        let report = if entries.is_empty() && checked.len() == 1 {
             store_slots();
-            Duration::ZERO
+            RedirectReport::default()
         } else {
-            set_entries_with(entries, store_slots)
+            set_entries_with(entries, old_code, store_slots)
                 .map_err(|error: RedirectError| ApplyError::Redirect(error.to_string()))?
-                .stopped_for
         };
         let event = PatchEvent {
             generation: GENERATION.fetch_add(1, Ordering::AcqRel) + 1,
             rewired: checked.iter().map(|(entry, _)| entry.path).collect(),
             entries: entries.len(),
         };
-        (event, stopped_for)
+        (event, report)
     };
     let applied = Applied {
         generation: event.generation,
-        stopped_for,
+        stopped_for: report.stopped_for,
+        old_code_running: report.old_code_running,
     };
     Ok((applied, event))
 }
@@ -268,6 +296,7 @@ pub(crate) fn run_callbacks(event: &PatchEvent) {
 struct Queued {
     updates: Vec<SlotUpdate>,
     entries: Vec<EntryChange>,
+    old_code: Vec<Range<u64>>,
     outcome: mpsc::Sender<Result<Applied, ApplyError>>,
 }
 
@@ -283,9 +312,11 @@ static PENDING: AtomicBool = AtomicBool::new(false);
 pub(crate) fn apply_in_mode(
     updates: Vec<SlotUpdate>,
     entries: Vec<EntryChange>,
+    old_code: Vec<Range<u64>>,
 ) -> Result<(Applied, Option<PatchEvent>), ApplyError> {
     if mode() == Mode::Immediate {
-        return publish(&updates, &entries).map(|(applied, event)| (applied, Some(event)));
+        return publish(&updates, &entries, &old_code)
+            .map(|(applied, event)| (applied, Some(event)));
     }
     let (outcome, receiver) = mpsc::channel();
     QUEUED
@@ -294,6 +325,7 @@ pub(crate) fn apply_in_mode(
         .push(Queued {
             updates,
             entries,
+            old_code,
             outcome,
         });
     PENDING.store(true, Ordering::Release);
@@ -354,12 +386,12 @@ fn apply_queued() {
         std::mem::take(&mut *queue)
     };
     for patch in queued {
-        let outcome = publish(&patch.updates, &patch.entries);
+        let outcome = publish(&patch.updates, &patch.entries, &patch.old_code);
         // The agent may have gone (socket closed); then nobody wants the outcome.
         let _ = patch.outcome.send(
             outcome
                 .as_ref()
-                .map(|(applied, _)| *applied)
+                .map(|(applied, _)| applied.clone())
                 .map_err(Clone::clone),
         );
         if let Ok((_, event)) = outcome {
@@ -445,7 +477,8 @@ mod tests {
 
         // Immediate mode, as the agent does it: the callbacks are left for after the answer.
         set_mode(Mode::Immediate);
-        let (applied, event) = apply_in_mode(vec![to(replacement)], Vec::new()).unwrap();
+        let (applied, event) =
+            apply_in_mode(vec![to(replacement)], Vec::new(), Vec::new()).unwrap();
         assert_eq!(current(), 2);
         assert!(!seen(applied.generation), "not yet: after the answer");
         run_callbacks(&event.expect("callbacks due"));
@@ -459,7 +492,8 @@ mod tests {
             .into_iter()
             .enumerate()
             .map(|(earlier, target)| {
-                let agent = thread::spawn(move || apply_in_mode(vec![to(target)], Vec::new()));
+                let agent =
+                    thread::spawn(move || apply_in_mode(vec![to(target)], Vec::new(), Vec::new()));
                 while QUEUED.lock().unwrap().len() <= earlier {
                     thread::yield_now();
                 }
@@ -479,7 +513,7 @@ mod tests {
         assert_eq!(current(), 2, "the later of the two is the one in place");
 
         // A queued patch whose safe point went away unanswered is refused, not a panic.
-        let agent = thread::spawn(|| apply_in_mode(vec![to(original)], Vec::new()));
+        let agent = thread::spawn(|| apply_in_mode(vec![to(original)], Vec::new(), Vec::new()));
         while QUEUED.lock().unwrap().is_empty() {
             thread::yield_now();
         }

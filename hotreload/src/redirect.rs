@@ -9,14 +9,16 @@
 //! The bytes are written through `/proc/self/mem`, which the kernel lets a process do to its
 //! own read-only pages (as a debugger does): the pages' protections never change, so no page
 //! is ever writable and executable. Then instruction fetch is serialised on every core and
-//! the threads are released.
+//! the threads are released. The stop and its retries are [`crate::consistency::switch`]'s,
+//! which also waits for threads running code a patch replaces.
 //!
 //! A 5-byte store is not atomic for instruction fetch (a core may fetch the old first bytes
 //! and the new last ones, and an entry need not be 8-byte aligned), hence stopping everyone
 //! rather than writing in place while they run.
 
+use crate::consistency::switch;
 use crate::mappings::executable_ranges;
-use crate::stop_world::{with_other_threads_stopped, StopError};
+use crate::stop_world::StopError;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
@@ -32,20 +34,20 @@ pub const JMP_LEN: u64 = 5;
 /// Stops tried before giving up because a thread sits inside an entry's first bytes.
 pub const MAX_ATTEMPTS: u32 = 50;
 
-/// Pause between two such attempts, so the thread moves on.
-const RETRY_PAUSE: Duration = Duration::from_millis(1);
-
 pub use hotreload_abi::protocol::EntryChange;
 
 /// What one [`set_entries`] call did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RedirectReport {
     /// Entries whose bytes changed (a change to what is already there is not counted).
     pub changed: usize,
-    /// How long the other threads were stopped (zero when nothing changed).
+    /// How long the other threads were stopped, over every attempt (zero when nobody was).
     pub stopped_for: Duration,
-    /// Stops needed (more than one when a thread sat inside an entry).
+    /// Stops needed (more than one when a thread sat inside an entry or ran old code).
     pub attempts: u32,
+    /// Starts of the `old_code` ranges of [`set_entries_with`] some thread was still running
+    /// when the change was made anyway (empty when none was).
+    pub old_code_running: Vec<u64>,
 }
 
 /// An entry currently redirected, as the process-wide table remembers it.
@@ -82,6 +84,8 @@ pub enum RedirectError {
     Stop(StopError),
     /// Writing the code failed (what was written in this call was put back).
     Write { entry: u64, error: io::Error },
+    /// `/proc/self/mem`, through which the threads' stacks are checked, could not be opened.
+    Stacks(io::Error),
 }
 
 impl fmt::Display for RedirectError {
@@ -123,6 +127,9 @@ impl fmt::Display for RedirectError {
             RedirectError::Stop(error) => write!(f, "could not stop the other threads: {error}"),
             RedirectError::Write { entry, error } => {
                 write!(f, "writing entry {entry:#x} failed: {error}")
+            }
+            RedirectError::Stacks(error) => {
+                write!(f, "could not open /proc/self/mem to check the threads' stacks: {error}")
             }
         }
     }
@@ -168,70 +175,68 @@ pub fn entry_containing(ip: u64, entries: impl IntoIterator<Item = u64>) -> Opti
 /// Redirects or restores every entry of `changes`, all together, or refuses them all.
 ///
 /// Checks the whole table first (see [`RedirectError`]), then stops the other threads,
-/// makes sure none is inside the bytes to write (retrying up to [`MAX_ATTEMPTS`] times, a
-/// millisecond apart), writes, serialises instruction fetch and releases them. Restoring an
-/// entry that is not redirected changes nothing. Threads already running an old function
-/// finish it there; only new calls take the jump.
+/// makes sure none is inside the bytes to write (retrying up to [`MAX_ATTEMPTS`] times, see
+/// [`crate::consistency`]), writes, serialises instruction fetch and releases them. Restoring
+/// an entry that is not redirected changes nothing (and stops no thread). Threads already
+/// running an old function finish it there; only new calls take the jump.
 pub fn set_entries(changes: &[EntryChange]) -> Result<RedirectReport, RedirectError> {
-    set_entries_with(changes, || {})
+    write_entries(changes, &[], None::<fn()>)
 }
 
-/// [`set_entries`], running `together` while the other threads are still stopped, right
-/// after the entries are written: what it changes (slot stores of the same patch) becomes
-/// visible to them at the same moment as the new entries. It must not allocate, lock or
-/// print (a stopped thread may hold that lock); when no entry needs writing it runs at once.
+/// [`set_entries`] as one step of a patch: the other threads are stopped even when no entry
+/// needs writing, and `together` runs in that stop, right after the entries are written, so
+/// what it changes (slot stores of the same patch) becomes visible to them at the same moment.
+/// `together` must not allocate, lock or print (a stopped thread may hold that lock).
+///
+/// `old_code` is the code the patch replaces (`[start, end)` of each running version): the
+/// stop is retried until no thread runs it, for up to
+/// [`OLD_CODE_PATIENCE`](crate::protocol::OLD_CODE_PATIENCE); past that the patch is
+/// applied anyway and [`RedirectReport::old_code_running`] names the ranges still in use.
 pub fn set_entries_with(
     changes: &[EntryChange],
+    old_code: &[Range<u64>],
     together: impl FnOnce(),
+) -> Result<RedirectReport, RedirectError> {
+    write_entries(changes, old_code, Some(together))
+}
+
+/// Plans `changes`, then writes them and runs `together` in one stop; without `together` and
+/// with nothing to write, stops nobody.
+fn write_entries(
+    changes: &[EntryChange],
+    old_code: &[Range<u64>],
+    together: Option<impl FnOnce()>,
 ) -> Result<RedirectReport, RedirectError> {
     let mut table = TABLE.lock().unwrap_or_else(PoisonError::into_inner);
     let writes = plan(changes, &table, &executable_ranges())?;
-    if writes.is_empty() {
-        together();
-        return Ok(RedirectReport {
-            changed: 0,
-            stopped_for: Duration::ZERO,
-            attempts: 0,
-        });
+    if writes.is_empty() && together.is_none() {
+        return Ok(RedirectReport::default());
     }
-    let memory = File::options()
-        .read(true)
-        .write(true)
-        .open("/proc/self/mem")
-        .map_err(|error| RedirectError::Write {
-            entry: writes[0].entry,
-            error,
-        })?;
-
-    let mut together = Some(together);
-    let mut attempts = 0;
-    let stopped_for = loop {
-        attempts += 1;
-        let (outcome, held) = with_other_threads_stopped(|stopped| {
-            for thread in stopped.iter() {
-                if let Some(entry) = entry_containing(thread.ip, writes.iter().map(|w| w.entry)) {
-                    return Err((entry, thread.tid));
-                }
-            }
-            let written = write_all(&memory, &writes);
-            if let (Ok(()), Some(together)) = (&written, together.take()) {
-                together();
-            }
-            Ok(written)
-        })?;
-        match outcome {
-            Ok(Ok(())) => break held,
-            Ok(Err(error)) => return Err(error),
-            Err((entry, tid)) if attempts >= MAX_ATTEMPTS => {
-                return Err(RedirectError::Busy {
-                    entry,
-                    tid,
-                    attempts,
-                })
-            }
-            Err(_) => std::thread::sleep(RETRY_PAUSE),
-        }
+    let memory = match writes.first() {
+        Some(first) => Some(
+            File::options()
+                .read(true)
+                .write(true)
+                .open("/proc/self/mem")
+                .map_err(|error| RedirectError::Write {
+                    entry: first.entry,
+                    error,
+                })?,
+        ),
+        None => None,
     };
+    let entries: Vec<u64> = writes.iter().map(|write| write.entry).collect();
+    let mut together = together;
+    let switched = switch(&entries, old_code, || -> Result<(), RedirectError> {
+        if let Some(memory) = &memory {
+            write_all(memory, &writes)?;
+        }
+        if let Some(together) = together.take() {
+            together();
+        }
+        Ok(())
+    })?;
+    switched.value?;
 
     for write in &writes {
         match write.target {
@@ -252,8 +257,9 @@ pub fn set_entries_with(
     }
     Ok(RedirectReport {
         changed: writes.len(),
-        stopped_for,
-        attempts,
+        stopped_for: switched.stopped_for,
+        attempts: switched.attempts,
+        old_code_running: switched.old_code_running,
     })
 }
 

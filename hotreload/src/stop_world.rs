@@ -2,12 +2,17 @@
 //!
 //! [`with_other_threads_stopped`] lists `/proc/self/task`, sends each other thread
 //! [`STOP_SIGNAL`] with `tgkill`, and waits until every one has acknowledged from the signal
-//! handler. The handler records where the thread was interrupted (its RIP), acknowledges and
-//! waits (a short `pause` spin, then a futex wait so stopped threads give the CPUs back) until
-//! released; before returning it executes `cpuid`, a serialising instruction, so a resumed
-//! thread fetches the code as it is *after* the closure's writes (Intel SDM vol. 3 §8.1.3,
-//! cross-modifying code). No helper thread is used, and nothing in the handler allocates or
-//! locks: it only touches the preallocated [`MAX_THREADS`] slots through atomics.
+//! handler. The handler records where the thread was interrupted (its RIP and RSP),
+//! acknowledges and waits (a short `pause` spin, then a futex wait so stopped threads give the
+//! CPUs back) until released; before returning it executes `cpuid`, a serialising instruction,
+//! so a resumed thread fetches the code as it is *after* the closure's writes (Intel SDM
+//! vol. 3 §8.1.3, cross-modifying code). No helper thread is used, and nothing in the handler
+//! allocates or locks: it only touches the preallocated [`MAX_THREADS`] slots through atomics.
+//!
+//! What it guarantees: while the closure runs, every other thread of the process is held in
+//! the handler (threads started meanwhile are found by the rescans and held too), so what the
+//! closure writes reaches all of them at once, when they are released. Whether the moment is
+//! a good one is not its business: [`crate::consistency`] reads the recorded RIPs and RSPs.
 //!
 //! While the others are stopped the calling thread must not allocate, lock, print or panic:
 //! a stopped thread may hold the allocator's or stdout's lock. The enumeration below uses
@@ -42,12 +47,13 @@ const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: c_int = 1 << 5;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: c_int = 1 << 6;
 
 /// One other thread's state during a stop. Written by the controller (tid, gone) and by the
-/// thread's own handler (rip, then ack).
+/// thread's own handler (rip and rsp, then ack).
 struct Slot {
     tid: AtomicI32,
     /// The session the thread acknowledged last (0: none).
     ack: AtomicU32,
     rip: AtomicU64,
+    rsp: AtomicU64,
     /// The thread exited (or is a zombie) before acknowledging: nothing to wait for.
     gone: AtomicBool,
 }
@@ -58,6 +64,7 @@ impl Slot {
             tid: AtomicI32::new(0),
             ack: AtomicU32::new(0),
             rip: AtomicU64::new(0),
+            rsp: AtomicU64::new(0),
             gone: AtomicBool::new(false),
         }
     }
@@ -84,6 +91,8 @@ pub struct StoppedThread {
     pub tid: i32,
     /// The instruction it will execute next when released.
     pub ip: u64,
+    /// Its stack pointer when interrupted: the frames it will return through lie above it.
+    pub sp: u64,
 }
 
 /// The threads stopped for the closure of [`with_other_threads_stopped`].
@@ -93,7 +102,7 @@ pub struct StoppedThreads {
 }
 
 impl StoppedThreads {
-    /// Every stopped thread with its instruction pointer. Reads preallocated slots: no
+    /// Every stopped thread with its instruction and stack pointers. Reads preallocated slots: no
     /// allocation, so it may be used while the others are stopped.
     pub fn iter(&self) -> impl Iterator<Item = StoppedThread> + '_ {
         SLOTS[..self.count]
@@ -105,6 +114,7 @@ impl StoppedThreads {
             .map(|slot| StoppedThread {
                 tid: slot.tid.load(Ordering::Relaxed),
                 ip: slot.rip.load(Ordering::Relaxed),
+                sp: slot.rsp.load(Ordering::Relaxed),
             })
     }
 
@@ -172,7 +182,7 @@ fn gettid() -> i32 {
     unsafe { libc::syscall(libc::SYS_gettid) as i32 }
 }
 
-/// The stop handler: record RIP, acknowledge, wait for release, serialise.
+/// The stop handler: record RIP and RSP, acknowledge, wait for release, serialise.
 extern "C" fn on_stop_signal(_signal: c_int, _info: *mut libc::siginfo_t, context: *mut c_void) {
     let session = SESSION.load(Ordering::Acquire);
     if session == 0 {
@@ -188,10 +198,11 @@ extern "C" fn on_stop_signal(_signal: c_int, _info: *mut libc::siginfo_t, contex
     };
     // SAFETY: with SA_SIGINFO the kernel passes a valid `ucontext_t` as the third argument,
     // alive for the handler's duration; we only read it.
-    let rip = unsafe {
-        (*(context as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize]
-    };
-    slot.rip.store(rip as u64, Ordering::Relaxed);
+    let registers = unsafe { (*(context as *const libc::ucontext_t)).uc_mcontext.gregs };
+    slot.rip
+        .store(registers[libc::REG_RIP as usize] as u64, Ordering::Relaxed);
+    slot.rsp
+        .store(registers[libc::REG_RSP as usize] as u64, Ordering::Relaxed);
     slot.ack.store(session, Ordering::Release);
     // SAFETY: errno is this thread's own; the interrupted code may be about to read it, and
     // the futex wait below can overwrite it (EAGAIN, EINTR), so it is put back.
@@ -450,8 +461,8 @@ impl Drop for Release {
     }
 }
 
-/// Stops every other thread of the process, runs `closure` with their instruction pointers,
-/// then releases them. Returns the closure's value and how long the threads were held.
+/// Stops every other thread of the process, runs `closure` with their instruction and stack
+/// pointers, then releases them. Returns the closure's value and how long the threads were held.
 ///
 /// After the closure, before release, instruction fetch is serialised on every core with
 /// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)` where the kernel has it (4.16+);

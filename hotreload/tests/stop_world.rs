@@ -83,7 +83,11 @@ impl Drop for Busy {
 
 /// Copies the stopped threads into a fixed array: no allocation while others are stopped.
 fn snapshot(stopped: &hotreload::StoppedThreads) -> ([StoppedThread; 64], usize) {
-    let mut out = [StoppedThread { tid: 0, ip: 0 }; 64];
+    let mut out = [StoppedThread {
+        tid: 0,
+        ip: 0,
+        sp: 0,
+    }; 64];
     let mut n = 0;
     for thread in stopped.iter().take(64) {
         out[n] = thread;

@@ -8,6 +8,8 @@ mod async_fns;
 mod attach;
 #[path = "../fixtures/capture_diff.rs"]
 mod capture_diff;
+#[path = "../fixtures/consistency.rs"]
+mod consistency;
 #[path = "../fixtures/entry_stress.rs"]
 mod entry_stress;
 #[path = "../fixtures/every_caller.rs"]

@@ -90,6 +90,7 @@ impl Fixture {
             image: None,
             updates,
             entries: Vec::new(),
+            old_code: Vec::new(),
         });
         self.receive()
     }
@@ -163,7 +164,8 @@ fn handshake_then_patches_over_a_real_socket() {
         Reply::Applied {
             id: 1,
             generation: 1,
-            stopped_us: 0
+            stopped_us: 0,
+            old_code_running: Vec::new(),
         }
     );
     assert_eq!(
@@ -232,7 +234,8 @@ fn handshake_then_patches_over_a_real_socket() {
         Reply::Applied {
             id: 10,
             generation: 2,
-            stopped_us: 0
+            stopped_us: 0,
+            old_code_running: Vec::new(),
         }
     );
     assert_eq!(
@@ -256,6 +259,7 @@ fn safe_point_mode_applies_only_at_safe_points() {
         image: None,
         updates: vec![redirect(slot(&hello, "word"), slot(&hello, "other_word"))],
         entries: Vec::new(),
+        old_code: Vec::new(),
     });
     // Until a safe point takes it, the patch waits: every call still runs the old code, and
     // each safe point before the agent has queued it finds nothing to apply.
@@ -284,7 +288,8 @@ fn safe_point_mode_applies_only_at_safe_points() {
         Reply::Applied {
             id: 1,
             generation: 1,
-            stopped_us: 0
+            stopped_us: 0,
+            old_code_running: Vec::new(),
         }
     );
     assert_eq!(app.ask("word"), "word=new number=1");

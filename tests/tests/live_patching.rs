@@ -232,6 +232,7 @@ fn one_image_serves_two_running_instances() {
             image: Some(image_request),
             updates: vec![update],
             entries: Vec::new(),
+            old_code: Vec::new(),
         },
     )
     .unwrap();

@@ -379,6 +379,7 @@ impl AgentFixture {
             image: Some(image),
             updates: vec![update],
             entries: Vec::new(),
+            old_code: Vec::new(),
         };
         send(&mut self.requests, &request).unwrap();
         receive(&mut self.replies).unwrap().expect("a reply")
@@ -473,7 +474,8 @@ fn apply_with_an_image_checks_build_id_then_maps_all_or_nothing() {
         Reply::Applied {
             id: 3,
             generation: 1,
-            stopped_us: 0
+            stopped_us: 0,
+            old_code_running: Vec::new(),
         }
     );
     assert_eq!(

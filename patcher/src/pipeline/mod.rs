@@ -17,7 +17,7 @@ use check::layout::check_layouts;
 use check::signature::check_signatures;
 use diff::{demangle, SymbolDiff};
 use hotreload_abi::events::RefusalKind;
-use linker_shim::Error;
+use linker_shim::{Error, Revision};
 use objects::exe::BaseExecutable;
 use objects::registry::implementation_fingerprints;
 use objects::symbols::SymbolIndex;
@@ -83,7 +83,8 @@ fn targets_in(
 ) -> Result<Targets, Refused> {
     let runtime = |address: u64| session.load_bias.wrapping_add(address);
     let mut targets = Targets::default();
-    for (function, &address) in &image.entries {
+    for (function, code) in &image.entries {
+        let address = code.start;
         match session.slots.get(function) {
             Some(slot) => {
                 let fingerprint = fingerprints
@@ -113,15 +114,14 @@ fn targets_in(
 /// Which entries of the running executable may take a jump.
 struct RunningEntries<'a> {
     exe: &'a BaseExecutable,
-    /// The demangled path of the program's `main`.
-    main: String,
+    base: &'a Revision,
 }
 
 impl RunningEntries<'_> {
     fn of(session: &Session) -> RunningEntries<'_> {
         RunningEntries {
             exe: &session.exe,
-            main: format!("{}::main", session.base.target.crate_name()),
+            base: &session.base,
         }
     }
 }
@@ -135,8 +135,13 @@ impl EntryPolicy for RunningEntries<'_> {
     }
 
     fn runs_forever(&self, mangled: &str) -> bool {
-        demangle(mangled) == self.main
+        runs_forever(self.base, mangled)
     }
+}
+
+/// True for the program's `main`, which, once running, never returns.
+pub(crate) fn runs_forever(base: &Revision, mangled: &str) -> bool {
+    demangle(mangled) == format!("{}::main", base.target.crate_name())
 }
 
 /// Identifies what a plan would link: each relinked function's and added data item's name and

@@ -10,6 +10,7 @@ use hotreload_abi::protocol::{
 };
 use linker_shim::{Context, Error, Result};
 use std::io::BufReader;
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -139,6 +140,7 @@ impl AppConnection {
         image: Option<PatchImage>,
         updates: Vec<SlotUpdate>,
         entries: Vec<EntryChange>,
+        old_code: Vec<Range<u64>>,
     ) -> Result<Reply> {
         let id = self.next_id;
         self.next_id += 1;
@@ -147,6 +149,7 @@ impl AppConnection {
             image,
             updates,
             entries,
+            old_code,
         };
         send(&mut self.requests, &request).context(|| "could not send the patch".into())?;
         match receive::<Reply>(&mut self.replies).context(|| "no answer from the program".into())? {

@@ -6,11 +6,12 @@ use super::watch::{watch, CrateSources, SavedFile, SourceWatcher};
 use super::Signal;
 use crate::capture::build::BuildOutcome;
 use crate::output::events::{Event, Reporter};
+use crate::pipeline::diff::demangle;
 use crate::pipeline::recompile::crates::{CrateIndex, CrateRole, LocalCrates};
 use crate::pipeline::{prepare, PatchFailure, Refused};
 use crate::session::{PreparedPatch, Session};
 use hotreload_abi::events::RefusalKind;
-use hotreload_abi::protocol::Reply;
+use hotreload_abi::protocol::{Reply, OLD_CODE_PATIENCE};
 use linker_shim::{Error, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -183,22 +184,40 @@ impl Patching {
         }
     }
 
-    pub(super) fn deliver(&mut self, patch: PreparedPatch, started: Instant, reporter: &Reporter) {
+    pub(super) fn deliver(
+        &mut self,
+        mut patch: PreparedPatch,
+        started: Instant,
+        reporter: &Reporter,
+    ) {
         let sent = Instant::now();
         let image = self.session.image_for_runtime(&patch);
-        match self
-            .connection
-            .apply(image, patch.updates.clone(), patch.entries.clone())
-        {
+        let old_code = patch
+            .old_code
+            .iter()
+            .map(|(_, code)| code.clone())
+            .collect();
+        match self.connection.apply(
+            image,
+            patch.updates.clone(),
+            patch.entries.clone(),
+            old_code,
+        ) {
             Ok(Reply::Applied {
                 generation,
                 stopped_us,
+                old_code_running,
                 ..
             }) => {
                 self.session.applied(&patch);
+                let still_running = still_running_note(&patch, &old_code_running);
                 if patch.rollback {
                     reporter.emit(Event::RolledBack { generation });
+                    if let Some(message) = still_running {
+                        reporter.emit(Event::Warning { message });
+                    }
                 } else {
+                    patch.plan.notes.extend(still_running);
                     reporter.emit(Event::PatchApplied {
                         load: sent.elapsed(),
                         stopped: Duration::from_micros(stopped_us),
@@ -225,6 +244,25 @@ impl Patching {
             )),
         }
     }
+}
+
+/// What to tell the person when the runtime applied `patch` while a thread still ran the
+/// code at `running` (starts of `patch.old_code` ranges); `None` when none did.
+fn still_running_note(patch: &PreparedPatch, running: &[u64]) -> Option<String> {
+    let names: BTreeSet<String> = patch
+        .old_code
+        .iter()
+        .filter(|(_, code)| running.contains(&code.start))
+        .map(|(name, _)| format!("`{}`", demangle(name)))
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "a thread was still running the old {} after {} s (a call that never returns, or runs again and again): the patch was applied anyway, so that call finishes in the old version, and what it calls from now on is the new code",
+        names.into_iter().collect::<Vec<_>>().join(", "),
+        OLD_CODE_PATIENCE.as_secs()
+    ))
 }
 
 /// The refusal of an edit to `file`, `what` the program is built with.

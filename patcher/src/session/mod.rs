@@ -13,9 +13,11 @@ use crate::pipeline::objects::symbols::SymbolIndex;
 use crate::pipeline::plan::PatchPlan;
 use crate::pipeline::recompile::crates::LocalCrates;
 use crate::pipeline::recompile::{CrateBuild, PatchBuilds};
+use crate::pipeline::runs_forever;
 use hotreload_abi::protocol::{EntryChange, Hello, PatchImage, SlotInfo, SlotUpdate};
 use linker_shim::{Context, Error, Revision, Store};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,6 +48,10 @@ pub struct PreparedPatch {
     pub updates: Vec<SlotUpdate>,
     /// The entry writes that get there from what runs now.
     pub entries: Vec<EntryChange>,
+    /// The code the patch replaces, for the runtime to wait until no thread runs it: each
+    /// version running now (mangled name, runtime `[start, end)`), but functions that never
+    /// return (`main`, which the plan notes instead).
+    pub old_code: Vec<(String, Range<u64>)>,
     pub plan: PatchPlan,
     pub timings: Timings,
     /// True for a rollback to the previous patch.
@@ -94,6 +100,8 @@ pub struct Session {
     /// Images already mapped in the program, by the content of the plan that made them, with
     /// the targets they provide: an edit that recreates earlier code reuses its image.
     mapped_images: HashMap<u64, Targets>,
+    /// Each function of a mapped image by runtime entry: its mangled name and runtime end.
+    image_code: HashMap<u64, (String, u64)>,
     /// Images linked so far (each takes an address window).
     pub(crate) images_linked: u64,
     /// Data added by earlier, still-mapped patches: name → link-time address.
@@ -174,6 +182,7 @@ impl Session {
             history: vec![Targets::default()],
             copies: EntryCopies::default(),
             mapped_images: HashMap::new(),
+            image_code: HashMap::new(),
             images_linked: 0,
             earlier_patch_data: HashMap::new(),
         };
@@ -188,16 +197,7 @@ impl Session {
         for mapped in &hello.images {
             let path = Path::new(&mapped.path);
             let image = read_mapped_image(path, &self.exe)?;
-            for (function, &address) in &image.functions {
-                if let Some(original) = self.exe.symbol(function) {
-                    self.copies.add_copy(
-                        function,
-                        self.load_bias.wrapping_add(original.address),
-                        self.load_bias.wrapping_add(address),
-                    );
-                }
-            }
-            self.earlier_patch_data.extend(image.data);
+            self.remember_image(&image.functions, &image.data);
             self.images_linked = self
                 .images_linked
                 .max(image_index(path).map_or(0, |i| i + 1));
@@ -285,10 +285,15 @@ impl Session {
         timings: Timings,
     ) -> PreparedPatch {
         let mut copies = self.copies.clone();
-        self.add_copies(&mut copies, image.as_ref());
+        if let Some(image) = &image {
+            self.add_copies(&mut copies, &image.entries);
+        }
+        let updates = slot_updates(&self.slots, &self.current, &targets);
+        let entries = copies.changes_towards(&self.current, &targets);
         PreparedPatch {
-            updates: slot_updates(&self.slots, &self.current, &targets),
-            entries: copies.changes_towards(&self.current, &targets),
+            old_code: self.old_code(&updates, &entries),
+            updates,
+            entries,
             image,
             targets,
             plan,
@@ -297,17 +302,54 @@ impl Session {
         }
     }
 
-    /// Notes the copies of redirected functions `image` maps.
-    fn add_copies(&self, copies: &mut EntryCopies, image: Option<&LinkedImage>) {
-        for (function, &address) in image.iter().flat_map(|image| &image.entries) {
+    /// Notes the copies of redirected functions an image maps (`functions`, link-time).
+    fn add_copies(&self, copies: &mut EntryCopies, functions: &BTreeMap<String, Range<u64>>) {
+        for (function, code) in functions {
             if let Some(original) = self.exe.symbol(function) {
                 copies.add_copy(
                     function,
                     self.load_bias.wrapping_add(original.address),
-                    self.load_bias.wrapping_add(address),
+                    self.load_bias.wrapping_add(code.start),
                 );
             }
         }
+    }
+
+    /// What `updates` and `entries` move away from: each slot's current implementation and
+    /// each copy whose entry gets a jump, with its name and runtime range.
+    fn old_code(
+        &self,
+        updates: &[SlotUpdate],
+        entries: &[EntryChange],
+    ) -> Vec<(String, Range<u64>)> {
+        let slots_now = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| updates.iter().any(|update| update.slot == slot.slot))
+            .map(|(name, slot)| match self.current.slots.get(name) {
+                Some(&(running, _)) => running,
+                None => slot.original,
+            });
+        let jumped = entries
+            .iter()
+            .filter(|change| change.target.is_some())
+            .map(|change| change.entry);
+        slots_now
+            .chain(jumped)
+            .filter_map(|entry| self.code_at(entry))
+            .filter(|(name, code)| !code.is_empty() && !runs_forever(&self.base, name))
+            .collect()
+    }
+
+    /// The function starting at runtime address `entry` (the executable's or a mapped
+    /// image's): its mangled name and runtime range.
+    fn code_at(&self, entry: u64) -> Option<(String, Range<u64>)> {
+        if let Some((name, end)) = self.image_code.get(&entry) {
+            return Some((name.clone(), entry..*end));
+        }
+        let name = self.exe.function_at(entry.wrapping_sub(self.load_bias))?;
+        let size = self.exe.symbol(name)?.size;
+        Some((name.to_string(), entry..entry.wrapping_add(size)))
     }
 
     /// The image description the runtime needs, for a prepared patch.
@@ -327,15 +369,31 @@ impl Session {
             self.history.push(patch.targets.clone());
         }
         self.current = patch.targets.clone();
-        let mut copies = std::mem::take(&mut self.copies);
-        self.add_copies(&mut copies, patch.image.as_ref());
-        copies.applied(&patch.entries);
-        self.copies = copies;
         if let Some(image) = &patch.image {
-            self.earlier_patch_data
-                .extend(image.data.iter().map(|(k, v)| (k.clone(), *v)));
+            self.remember_image(&image.entries, &image.data);
             self.mapped_images
                 .insert(patch.plan.content, patch.targets.clone());
         }
+        self.copies.applied(&patch.entries);
+    }
+
+    /// Notes what a newly mapped image defines (link-time): its functions (copies of
+    /// redirected ones; code a later patch may replace) and its data (for later patches to
+    /// bind to).
+    fn remember_image(
+        &mut self,
+        functions: &BTreeMap<String, Range<u64>>,
+        data: &HashMap<String, u64>,
+    ) {
+        let mut copies = std::mem::take(&mut self.copies);
+        self.add_copies(&mut copies, functions);
+        self.copies = copies;
+        for (name, code) in functions {
+            let start = self.load_bias.wrapping_add(code.start);
+            let end = self.load_bias.wrapping_add(code.end);
+            self.image_code.insert(start, (name.clone(), end));
+        }
+        self.earlier_patch_data
+            .extend(data.iter().map(|(name, &address)| (name.clone(), address)));
     }
 }

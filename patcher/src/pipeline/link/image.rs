@@ -18,6 +18,7 @@ use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSymbol};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -121,8 +122,8 @@ pub struct ImageRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct LinkedImage {
     pub path: PathBuf,
-    /// Link-time address of each entry point.
-    pub entries: BTreeMap<String, u64>,
+    /// Link-time code of each entry point: `[address, address + size)`.
+    pub entries: BTreeMap<String, Range<u64>>,
     /// Data symbols the image defines (for later patches to bind to), with addresses.
     pub data: HashMap<String, u64>,
     /// `hotreload_abi::protocol::checksum` of the file, for the runtime to verify.
@@ -343,19 +344,21 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
     })
 }
 
-/// What an image defines: the functions `is_entry` picks and the data later patches may bind
-/// to (data of its own, not the executable's), with link-time addresses.
+/// What an image defines: the functions `is_entry` picks (their link-time code ranges) and
+/// the data later patches may bind to (data of its own, not the executable's), with link-time
+/// addresses.
 fn defined_symbols(
     elf: &ElfFile64<'_, object::LittleEndian>,
     exe: &BaseExecutable,
     is_entry: impl Fn(&str, &object::read::elf::ElfSymbol64<'_, '_, object::LittleEndian>) -> bool,
-) -> (BTreeMap<String, u64>, HashMap<String, u64>) {
+) -> (BTreeMap<String, Range<u64>>, HashMap<String, u64>) {
     let mut entries = BTreeMap::new();
     let mut data = HashMap::new();
     for symbol in elf.symbols().filter(|s| s.is_definition()) {
         let Ok(name) = symbol.name() else { continue };
         if is_entry(name, &symbol) {
-            entries.insert(name.to_string(), symbol.address());
+            let start = symbol.address();
+            entries.insert(name.to_string(), start..start + symbol.size());
         } else if symbol.kind() == object::SymbolKind::Data
             && exe.symbol(name).is_none()
             && !is_anonymous(name)
@@ -369,9 +372,9 @@ fn defined_symbols(
 /// An image an earlier `hotpatch` had the program map, read back when another attaches.
 #[derive(Debug, Clone)]
 pub struct MappedImage {
-    /// Link-time address of each global function that is also the executable's: every copy a
+    /// Link-time code of each global function that is also the executable's: every copy a
     /// pointer may have been taken to.
-    pub functions: BTreeMap<String, u64>,
+    pub functions: BTreeMap<String, Range<u64>>,
     /// Data symbols it defines (for later patches to bind to), with addresses.
     pub data: HashMap<String, u64>,
 }
