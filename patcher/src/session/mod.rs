@@ -6,7 +6,7 @@ pub mod targets;
 
 use crate::leftovers::remove_dirs_of_ended_processes;
 use crate::pipeline::check::layout::TypeLayouts;
-use crate::pipeline::link::image::{LinkedImage, Toolchain};
+use crate::pipeline::link::image::{ImageSpace, LinkedImage, Toolchain};
 use crate::pipeline::objects::cache::ObjectCache;
 use crate::pipeline::objects::exe::BaseExecutable;
 use crate::pipeline::objects::symbols::SymbolIndex;
@@ -89,8 +89,10 @@ pub struct Session {
     /// Images already mapped in the program, by the content of the plan that made them, with
     /// the targets they provide: an edit that recreates earlier code reuses its image.
     mapped_images: HashMap<u64, Targets>,
-    /// Images linked so far (each takes an address window).
+    /// Images linked so far (numbers their files).
     pub(crate) images_linked: u64,
+    /// Where the next image goes.
+    pub(crate) image_space: ImageSpace,
     /// Data added by earlier, still-mapped patches: name → link-time address.
     pub(crate) earlier_patch_data: HashMap<String, u64>,
 }
@@ -150,6 +152,7 @@ impl Session {
             .context(|| format!("could not resolve {}", patches_dir.display()))?;
         let mut objects = ObjectCache::for_revision(&base);
         let base_objects = objects.read(&base, &base)?;
+        let image_space = ImageSpace::below(&exe.loaded);
         Ok(Session {
             base_index: SymbolIndex::of(&base_objects),
             builds: PatchBuilds::new(&store, &base, crates)?,
@@ -169,6 +172,7 @@ impl Session {
             copies: EntryCopies::default(),
             mapped_images: HashMap::new(),
             images_linked: 0,
+            image_space,
             earlier_patch_data: HashMap::new(),
         })
     }
