@@ -3,6 +3,7 @@
 
 use crate::hotpatch_exe;
 use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 use std::time::Duration;
 use testkit::fixture::FixtureCrate;
 use testkit::session::{Event, Launch, Session};
@@ -100,6 +101,30 @@ impl DerefMut for LiveSession {
     fn deref_mut(&mut self) -> &mut Session {
         &mut self.session
     }
+}
+
+/// The directories a session of `hotpatch` (pid `hotpatch`) and its program (pid `program`)
+/// own: the socket's in the temporary directory, the patch images' in the store.
+pub fn session_dirs(session: &LiveSession, hotpatch: u32, program: u32) -> Vec<PathBuf> {
+    let socket_dirs = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("hotpatch-{hotpatch}-"))
+        });
+    let patches = session.fixture.target_dir.join("hotpatch/patches");
+    let image_dirs = std::fs::read_dir(patches)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{program}-"))
+        });
+    socket_dirs.chain(image_dirs).map(|e| e.path()).collect()
 }
 
 /// The value of `key=` in a `key=value key=value` line.
