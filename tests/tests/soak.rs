@@ -3,9 +3,9 @@
 //! hotpatch's file descriptors stay flat, the program's memory grows by about its images'
 //! pages, and quitting leaves nothing behind.
 
-use object::read::elf::{ElfFile64, ProgramHeader};
 use std::path::Path;
 use testkit::fixture::FixtureCrate;
+use testkit::process::{image_pages_kib, open_fds, status_kib};
 use testkit::session::Event;
 use tests::live::{session_dirs, LiveSession};
 
@@ -41,12 +41,18 @@ fn two_hundred_patches_each_with_a_new_image() {
         let shown = format!("value={value}");
         session.line_where(|line| line == shown);
         if patch == WARM_UP {
-            warm = (open_fds(hotpatch), rss_kb(program));
+            warm = (
+                open_fds(hotpatch).unwrap(),
+                status_kib(program, "VmRSS:").unwrap(),
+            );
         } else if patch > WARM_UP {
-            image_kb += mapped_kb(image);
+            image_kb += image_pages_kib(image).unwrap();
         }
     }
-    let (fds, rss) = (open_fds(hotpatch), rss_kb(program));
+    let (fds, rss) = (
+        open_fds(hotpatch).unwrap(),
+        status_kib(program, "VmRSS:").unwrap(),
+    );
     let growth = rss as i64 - warm.1 as i64;
     eprintln!(
         "after {WARM_UP} patches: hotpatch {} fds, program RSS {} kB; after {PATCHES}: {fds} fds, \
@@ -80,35 +86,4 @@ fn two_hundred_patches_each_with_a_new_image() {
         Vec::<std::path::PathBuf>::new(),
         "quitting removes the socket's directory and every image"
     );
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("hotpatch runs")
-        .count()
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the program runs");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
-}
-
-/// The pages the runtime makes accessible for `image`: each `PT_LOAD` segment's.
-fn mapped_kb(image: &Path) -> u64 {
-    let bytes = std::fs::read(image).expect("the image stays while the session runs");
-    let elf = ElfFile64::<object::LittleEndian>::parse(&*bytes).expect("an ELF image");
-    let endian = elf.endian();
-    elf.elf_program_headers()
-        .iter()
-        .filter(|header| header.p_type(endian) == object::elf::PT_LOAD)
-        .map(|header| {
-            let start = header.p_vaddr(endian) / 4096;
-            let end = (header.p_vaddr(endian) + header.p_memsz(endian)).div_ceil(4096);
-            (end - start) * 4
-        })
-        .sum()
 }
