@@ -23,6 +23,7 @@ const CALL_OVERHEAD: &str = include_str!("templates/call_overhead.rs.in");
 const STOP_TIME: &str = include_str!("templates/stop_time.rs.in");
 const BUSY_WORK: &str = include_str!("templates/busy_work.rs.in");
 const LIBRARY_CHAIN: &str = include_str!("templates/library_chain.rs.in");
+const SOAK: &str = include_str!("templates/soak.rs.in");
 
 /// The library crates the `crates` program depends on, a chain.
 const LIBRARY_CRATES: usize = 3;
@@ -36,6 +37,9 @@ pub const CALL_OVERHEAD_PACKAGE: &str = "call-overhead";
 pub const STOP_TIME_PACKAGE: &str = "stop-time";
 /// Threads of the stop-time program that call the edited function without pause.
 pub const BUSY_THREADS: usize = 8;
+
+/// The package the soak patches again and again, each time with new code.
+pub const SOAK_PACKAGE: &str = "soak";
 
 /// Which program to generate, as spelled on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,17 +195,35 @@ impl StopTimeProgram {
     }
 }
 
+/// The soak program: `value()` returns the version written.
+#[derive(Debug, Clone)]
+pub struct SoakProgram {
+    pub dir: PathBuf,
+}
+
+impl SoakProgram {
+    /// Writes `main.rs` with `value()` returning `version`.
+    pub fn write_version(&self, version: u32) -> Result<()> {
+        save(&self.dir.join("src/main.rs"), &soak_source(version))
+    }
+}
+
+fn soak_source(version: u32) -> String {
+    SOAK.replace("__VALUE__", &version.to_string())
+}
+
 /// Writes `text` as an editor saves: the watcher never sees a half-written file.
 fn save(path: &Path, text: &str) -> Result<()> {
     write_atomically(path, text).context(|| format!("could not write {}", path.display()))
 }
 
-/// The scratch workspace: every program plus the call-overhead and stop-time packages.
+/// The scratch workspace: every program plus the call-overhead, stop-time and soak packages.
 #[derive(Debug, Clone)]
 pub struct BenchWorkspace {
     pub manifest_path: PathBuf,
     pub programs: Vec<GeneratedProgram>,
     pub stop_time: StopTimeProgram,
+    pub soak: SoakProgram,
 }
 
 /// Writes the workspace under `root` (replacing earlier sources, keeping `Cargo.lock` and
@@ -218,6 +240,7 @@ pub fn generate(
     let mut members = vec![
         CALL_OVERHEAD_PACKAGE.to_string(),
         STOP_TIME_PACKAGE.to_string(),
+        SOAK_PACKAGE.to_string(),
     ];
     let mut programs: Vec<GeneratedProgram> = Vec::new();
     for spec in specs {
@@ -261,6 +284,15 @@ pub fn generate(
             ("src/busy_work.rs", busy_work_source(0)),
         ],
     )?;
+    let soak = SoakProgram {
+        dir: root.join(SOAK_PACKAGE),
+    };
+    write_package(
+        &soak.dir,
+        SOAK_PACKAGE,
+        &hotreload,
+        &[("src/main.rs", soak_source(0))],
+    )?;
     let manifest_path = root.join("Cargo.toml");
     write(&manifest_path, &workspace_manifest(&members))?;
     let workspace_lock = root.join("Cargo.lock");
@@ -272,6 +304,7 @@ pub fn generate(
         manifest_path,
         programs,
         stop_time,
+        soak,
     })
 }
 

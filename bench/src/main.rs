@@ -9,6 +9,7 @@
 //!   the compiler floor ([`floor`]) and `cargo build` + restart ([`rebuild`]) on the same edit;
 //! - [`call_overhead`] times a slot call and a redirected call against a direct call;
 //! - [`stop_time`] patches a program of busy threads and reads how long each patch stopped them;
+//! - [`soak`] (`--soak`, on its own) patches one program thousands of times, a new image each;
 //! - [`report`] turns samples into medians, ratios, target checks and tables.
 
 mod call_overhead;
@@ -18,6 +19,7 @@ mod measure;
 mod readings;
 mod rebuild;
 mod report;
+mod soak;
 mod stop_time;
 
 use clap::Parser;
@@ -33,6 +35,25 @@ use testkit::checkout::{build_hotpatch, cargo, checkout_dir};
 
 fn main() -> ExitCode {
     let args = BenchArgs::parse();
+    if let Some(patches) = args.soak {
+        return match run_soak(&args, patches) {
+            Ok(soak) if args.json => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&soak).expect("reports serialise")
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(soak) => {
+                print!("{}", soak.render());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("hotpatch-bench: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(&args) {
         Ok(report) if args.json => {
             println!(
@@ -84,7 +105,9 @@ fn main() -> ExitCode {
         cargo run --release -p hotpatch-bench\n  \
         cargo run --release -p hotpatch-bench -- --sizes 1k,10k --repeats 3\n  \
         cargo run --release -p hotpatch-bench -- --sizes 1k --repeats 2 --stop-patches 6   (quick)\n  \
-        cargo run --release -p hotpatch-bench -- --json > bench.json"
+        cargo run --release -p hotpatch-bench -- --json > bench.json\n  \
+        cargo run --release -p hotpatch-bench -- --soak          (only the soak: 2000 patches)\n  \
+        cargo run --release -p hotpatch-bench -- --soak 300"
 )]
 struct BenchArgs {
     /// Programs to measure: sizes of the binary crate (`1k`, `10k`, `50k`, any `<N>k`),
@@ -105,6 +128,13 @@ struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     stop_patches: u32,
 
+    /// Measure only a long session instead: PATCHES edits of one small program, each new code
+    /// (a new image every time); reports patches/s, hotpatch's RSS and open descriptors at the
+    /// start and the end, and the program's RSS growth against the pages its images map
+    #[arg(long, value_name = "PATCHES", num_args = 0..=1, default_missing_value = "2000",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    soak: Option<u32>,
+
     /// Print the report as one JSON object (medians, targets and every sample) on stdout;
     /// progress still goes to stderr
     #[arg(long)]
@@ -118,27 +148,8 @@ struct BenchArgs {
 
 /// Runs the whole bench; progress lines go to stderr.
 fn run(args: &BenchArgs) -> Result<Report> {
-    let checkout = checkout_dir();
-    let scratch = args
-        .scratch
-        .clone()
-        .unwrap_or_else(|| checkout.join("target/hotpatch-bench"));
-    let cargo = cargo();
-    eprintln!("hotpatch-bench: building hotpatch");
-    let hotpatch_exe = build_hotpatch_like_this_bench()?;
-    let workspace = generator::generate(
-        &scratch.join("programs"),
-        &args.sizes,
-        &checkout.join("hotreload"),
-        &checkout.join("Cargo.lock"),
-    )?;
-    let setup = Setup {
-        hotpatch_exe,
-        cargo: cargo.clone(),
-        manifest_path: workspace.manifest_path.clone(),
-        target_dir: scratch.join("target"),
-        scratch,
-    };
+    let (setup, workspace) = prepare(args, &args.sizes)?;
+    let cargo = setup.cargo.clone();
     eprintln!("hotpatch-bench: call overhead (builds the runtime's dependencies on a first run)");
     let call_overhead = call_overhead::measure(&CargoBuild {
         cargo,
@@ -163,12 +174,46 @@ fn run(args: &BenchArgs) -> Result<Report> {
         measurements.push(measure::measure(&setup, program, args.repeats, &progress)?);
     }
     Ok(Report::new(
-        describe_commit(checkout),
+        describe_commit(checkout_dir()),
         args.repeats,
         measurements,
         call_overhead,
         stop_time,
     ))
+}
+
+/// Builds hotpatch and generates the programs of `sizes` (and the fixed packages).
+fn prepare(args: &BenchArgs, sizes: &[ProgramSpec]) -> Result<(Setup, generator::BenchWorkspace)> {
+    let checkout = checkout_dir();
+    let scratch = args
+        .scratch
+        .clone()
+        .unwrap_or_else(|| checkout.join("target/hotpatch-bench"));
+    eprintln!("hotpatch-bench: building hotpatch");
+    let hotpatch_exe = build_hotpatch_like_this_bench()?;
+    let workspace = generator::generate(
+        &scratch.join("programs"),
+        sizes,
+        &checkout.join("hotreload"),
+        &checkout.join("Cargo.lock"),
+    )?;
+    let setup = Setup {
+        hotpatch_exe,
+        cargo: cargo(),
+        manifest_path: workspace.manifest_path.clone(),
+        target_dir: scratch.join("target"),
+        scratch,
+    };
+    Ok((setup, workspace))
+}
+
+/// Runs only the soak (`--soak`); progress lines go to stderr.
+fn run_soak(args: &BenchArgs, patches: u32) -> Result<soak::Soak> {
+    let (setup, workspace) = prepare(args, &[])?;
+    eprintln!("hotpatch-bench: soak: {patches} patches, each a new image");
+    soak::measure(&setup, &workspace.soak, patches, &|step: &str| {
+        eprintln!("hotpatch-bench: soak: {step}")
+    })
 }
 
 /// CLOCK_REALTIME in nanoseconds, the clock the generated programs print.

@@ -1,7 +1,8 @@
 //! What the bench reads off the running programs: the CLOCK_REALTIME stamps they print, and
 //! resident memory from `/proc`.
 
-use linker_shim::{Context, Error, Result};
+use linker_shim::{Error, Result};
+use testkit::process::status_kib;
 use testkit::session::field;
 
 /// The `t=` of a `first-frame` or `first-call` line: CLOCK_REALTIME nanoseconds.
@@ -13,16 +14,7 @@ pub fn timestamp_ns(line: &str) -> Result<u128> {
 
 /// A process's resident set (`VmRSS`) and its peak (`VmHWM`), in KiB, from `/proc`.
 pub fn resident_kib(pid: u32) -> Result<(u64, u64)> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).context(|| format!("could not read {path}"))?;
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(key))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| Error::new(format!("no {key} in {path}")))
-    };
-    Ok((kib("VmRSS:")?, kib("VmHWM:")?))
+    Ok((status_kib(pid, "VmRSS:")?, status_kib(pid, "VmHWM:")?))
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ mod missing_symbol;
 mod no_dependency;
 #[path = "../fixtures/recovery.rs"]
 mod recovery;
+#[path = "../fixtures/soak.rs"]
+mod soak;
 #[path = "../fixtures/stress.rs"]
 mod stress;
 #[path = "../fixtures/third_party.rs"]

@@ -3,6 +3,7 @@
 
 use crate::hotpatch_exe;
 use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 use std::time::Duration;
 use testkit::fixture::FixtureCrate;
 use testkit::session::{Event, Launch, Session};
@@ -121,6 +122,31 @@ fn launch<'a>(
         patience: PATIENCE,
         umask,
     }
+}
+
+/// The directories a session of `hotpatch` (pid `hotpatch`) and its program (pid `program`)
+/// own: the sockets' in the temporary directory (hotpatch's, and the one the program listens
+/// on for `hotpatch attach` once hotpatch is gone), the patch images' in the store.
+pub fn session_dirs(session: &LiveSession, hotpatch: u32, program: u32) -> Vec<PathBuf> {
+    let socket_dirs = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("hotpatch-{hotpatch}-"))
+                || name == format!("hotpatch-program-{program}")
+        });
+    let patches = session.fixture.target_dir.join("hotpatch/patches");
+    let image_dirs = std::fs::read_dir(patches)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{program}-"))
+        });
+    socket_dirs.chain(image_dirs).map(|e| e.path()).collect()
 }
 
 /// The value of `key=` in a `key=value key=value` line.

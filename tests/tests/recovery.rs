@@ -6,7 +6,7 @@ use hotreload_abi::events::{Event, RefusalKind};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use testkit::fixture::FixtureCrate;
-use tests::live::{field, LiveSession};
+use tests::live::{field, session_dirs, LiveSession};
 
 const PROGRAM: &str = include_str!("../fixtures/recovery.rs");
 
@@ -263,31 +263,6 @@ fn the_socket_is_private_and_sessions_do_not_share_it() {
             socket.display()
         );
     }
-}
-
-/// The directories a session of `hotpatch` (pid `hotpatch`) and its program (pid `program`)
-/// own: the sockets' in the temporary directory (hotpatch's, and the one the program listens
-/// on for `hotpatch attach` once hotpatch is gone), the patch images' in the store.
-fn session_dirs(session: &LiveSession, hotpatch: u32, program: u32) -> Vec<std::path::PathBuf> {
-    let socket_dirs = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(&format!("hotpatch-{hotpatch}-"))
-                || name == format!("hotpatch-program-{program}")
-        });
-    let patches = session.fixture.target_dir.join("hotpatch/patches");
-    let image_dirs = std::fs::read_dir(patches)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{program}-"))
-        });
-    socket_dirs.chain(image_dirs).map(|e| e.path()).collect()
 }
 
 #[test]

@@ -6,7 +6,9 @@ pub mod targets;
 
 use crate::leftovers::remove_dirs_of_ended_processes;
 use crate::pipeline::check::layout::TypeLayouts;
-use crate::pipeline::link::image::{image_index, read_mapped_image, LinkedImage, Toolchain};
+use crate::pipeline::link::image::{
+    image_index, read_mapped_image, ImageSpace, LinkedImage, Toolchain,
+};
 use crate::pipeline::objects::cache::ObjectCache;
 use crate::pipeline::objects::exe::BaseExecutable;
 use crate::pipeline::objects::symbols::SymbolIndex;
@@ -102,8 +104,10 @@ pub struct Session {
     mapped_images: HashMap<u64, Targets>,
     /// Each function of a mapped image by runtime entry: its mangled name and runtime end.
     image_code: HashMap<u64, (String, u64)>,
-    /// Images linked so far (each takes an address window).
+    /// Images linked so far (numbers their files).
     pub(crate) images_linked: u64,
+    /// Where the next image goes.
+    pub(crate) image_space: ImageSpace,
     /// Data added by earlier, still-mapped patches: name → link-time address.
     pub(crate) earlier_patch_data: HashMap<String, u64>,
 }
@@ -163,6 +167,7 @@ impl Session {
             .context(|| format!("could not resolve {}", patches_dir.display()))?;
         let mut objects = ObjectCache::for_revision(&base);
         let base_objects = objects.read(&base, &base)?;
+        let image_space = ImageSpace::below(&exe.loaded);
         let mut session = Session {
             base_index: SymbolIndex::of(&base_objects),
             builds: PatchBuilds::new(&store, &base, crates)?,
@@ -184,6 +189,7 @@ impl Session {
             mapped_images: HashMap::new(),
             image_code: HashMap::new(),
             images_linked: 0,
+            image_space,
             earlier_patch_data: HashMap::new(),
         };
         session.take_over(hello)?;
@@ -201,6 +207,9 @@ impl Session {
             self.images_linked = self
                 .images_linked
                 .max(image_index(path).map_or(0, |i| i + 1));
+            // Mapped oldest first, so each next image goes above.
+            self.image_space
+                .claim(mapped.end.wrapping_sub(self.load_bias))?;
         }
         for (name, slot) in &self.slots {
             if slot.current != slot.original {

@@ -47,8 +47,10 @@ pub fn slot_updates(
 
 /// Every copy of each redirected function the program has mapped, and what each copy's
 /// entry holds now. A function's copies are its original in the executable and its versions
-/// in patch images: a pointer may have been taken to any of them, so all but the one that
-/// should run jump to it.
+/// in patch images: a pointer may have been taken to any of them. The one that should run
+/// keeps its own bytes, the executable's entry jumps to it and every other copy jumps to the
+/// executable's entry: at most two jumps from any copy, and a patch rewrites at most three
+/// entries per function however many images a long session has mapped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntryCopies {
     /// Function → runtime entries of its copies, the executable's first.
@@ -79,9 +81,14 @@ impl EntryCopies {
             let Some(copies) = self.copies.get(name) else {
                 continue;
             };
-            let destination = next.entries.get(name).copied().unwrap_or(copies[0]);
+            let original = copies[0];
+            let destination = next.entries.get(name).copied().unwrap_or(original);
             for &entry in copies {
-                let wanted = (entry != destination).then_some(destination);
+                let wanted = match entry {
+                    _ if entry == destination => None,
+                    _ if entry == original => Some(destination),
+                    _ => Some(original),
+                };
                 if self.jumps.get(&entry).copied() != wanted {
                     changes.push(EntryChange {
                         entry,
@@ -128,7 +135,7 @@ mod tests {
     }
 
     #[test]
-    fn a_second_patch_redirects_the_original_and_the_first_copy() {
+    fn a_second_patch_redirects_the_original_and_the_first_copy_jumps_to_the_original() {
         let mut copies = EntryCopies::default();
         copies.add_copy("f", 0x1000, 0x9000);
         let first = entries(&[("f", 0x9000)]);
@@ -138,31 +145,45 @@ mod tests {
         let patch = copies.changes_towards(&first, &second);
         assert_eq!(
             patch,
-            [change(0x1000, Some(0x8000)), change(0x9000, Some(0x8000))]
+            [change(0x1000, Some(0x8000)), change(0x9000, Some(0x1000))]
         );
         copies.applied(&patch);
         // Undo: back to the first copy, whose own entry gets its bytes back; a pointer taken
-        // to the second copy reaches the first too.
+        // to the second copy reaches the first through the original's entry.
         let undo = copies.changes_towards(&second, &first);
         assert_eq!(
             undo,
             [
                 change(0x1000, Some(0x9000)),
                 change(0x9000, None),
-                change(0x8000, Some(0x9000))
-            ]
-        );
-        copies.applied(&undo);
-        // And back to the original: every copy jumps to it, its own bytes restored.
-        let original = copies.changes_towards(&first, &Targets::default());
-        assert_eq!(
-            original,
-            [
-                change(0x1000, None),
-                change(0x9000, Some(0x1000)),
                 change(0x8000, Some(0x1000))
             ]
         );
+        copies.applied(&undo);
+        // And back to the original: its own bytes restored; the copies already jump to it.
+        let original = copies.changes_towards(&first, &Targets::default());
+        assert_eq!(
+            original,
+            [change(0x1000, None), change(0x9000, Some(0x1000))]
+        );
+    }
+
+    #[test]
+    fn a_patch_writes_three_entries_however_many_copies_there_are() {
+        let mut copies = EntryCopies::default();
+        let mut now = Targets::default();
+        for patch in 1..=1000u64 {
+            let copy = 0x10_0000 + patch * 0x1000;
+            copies.add_copy("f", 0x1000, copy);
+            let next = entries(&[("f", copy)]);
+            let changes = copies.changes_towards(&now, &next);
+            assert!(changes.len() <= 2, "patch {patch}: {changes:?}");
+            copies.applied(&changes);
+            now = next;
+        }
+        // Undo to any earlier copy: the original's entry, that copy's, the current one's.
+        let back = entries(&[("f", 0x10_0000 + 500 * 0x1000)]);
+        assert_eq!(copies.changes_towards(&now, &back).len(), 3);
     }
 
     #[test]
@@ -249,7 +270,7 @@ mod tests {
             patch,
             [
                 change(0x1000, Some(0x8000)),
-                change(0x9000, Some(0x8000)),
+                change(0x9000, Some(0x1000)),
                 change(0x2000, Some(0x8100))
             ]
         );

@@ -5,8 +5,8 @@
 //! ELF header* (`NAME = __ehdr_start + OFFSET`, in a linker script), never as an absolute
 //! value: rip-relative references then resolve statically and absolute pointers become
 //! `R_X86_64_RELATIVE`, so one image serves every run of the executable, whatever its load
-//! bias (absolute definitions in a PIE link silently produce wrong code). The base sits a
-//! little below the executable: within ±2 GiB of it, away from the heap above it.
+//! bias (absolute definitions in a PIE link silently produce wrong code). Images are packed
+//! below the executable ([`ImageSpace`]): within ±2 GiB of it, away from the heap above it.
 
 use crate::pipeline::link::rewrite::{rewrite_object, BindingContext, BIND_PREFIX};
 use crate::pipeline::objects::exe::{BaseExecutable, ExeSymbolKind};
@@ -24,21 +24,78 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Where the first patch image goes: 256 MiB below the executable's link-time address 0.
-const FIRST_BASE: u64 = 0u64.wrapping_sub(256 << 20);
-/// Address space given to each image; image `n` sits `n` windows below the first.
-pub const WINDOW: u64 = 16 << 20;
-/// Images must stay within rip-relative reach (±2 GiB) of the executable.
-const MAX_WINDOWS: u64 = (2048 - 256 - 64) / 16;
+/// How far a `rel32` displacement reaches either way (it is signed 32-bit, from the end of
+/// the instruction).
+const REL32_REACH: i64 = 1 << 31;
+/// Images end at least this far below the executable: the margin the first image always
+/// kept from it.
+const GAP_BELOW_EXE: i64 = 256 << 20;
+/// Images are placed on page boundaries (the linker's `max-page-size`, the runtime's page).
+const PAGE: i64 = 4096;
+/// An unmapped page between two images: a stray access past one image's end faults instead
+/// of landing in the next one.
+const GUARD: i64 = PAGE;
 
-/// The fixed link-time base of the `index`-th image of a session.
-pub fn image_base(index: u64) -> Result<u64> {
-    if index >= MAX_WINDOWS {
-        return Err(Error::new(format!(
-            "this session used all {MAX_WINDOWS} patch address windows near the executable: restart the program"
-        )));
+/// The address space patch images are packed into, in the executable's link-time
+/// coordinates: below the executable, every byte within rel32 reach of every byte of it both
+/// ways (entry jumps in the executable reach image code; image code reaches the executable's
+/// functions and statics rip-relative), so no image needs its own window. An image's size is
+/// known only once it is linked, so images grow upward from the lowest such address: each is
+/// linked at the end of the previous one (plus a guard page) and kept if it ends below the
+/// ceiling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpace {
+    /// The lowest address an image may use.
+    floor: i64,
+    /// Images end at or below this.
+    ceiling: i64,
+    /// Where the next image is linked.
+    next: i64,
+    /// Images placed so far, for the message when the space is full.
+    placed: u64,
+}
+
+impl ImageSpace {
+    /// The space below an executable whose segments span the link-time addresses `exe`.
+    pub fn below(exe: &Range<u64>) -> ImageSpace {
+        // The lowest page from which the executable's last byte is less than the reach away.
+        let floor = align_up(exe.end as i64 - REL32_REACH + 1);
+        ImageSpace {
+            floor,
+            ceiling: exe.start as i64 - GAP_BELOW_EXE,
+            next: floor,
+            placed: 0,
+        }
     }
-    Ok(FIRST_BASE.wrapping_sub(index * WINDOW))
+
+    /// The base the next image is linked at.
+    pub fn next_base(&self) -> u64 {
+        self.next as u64
+    }
+
+    /// Claims the space of the image linked at [`ImageSpace::next_base`] and ending (its last
+    /// segment's end) at `end`; refused, with the numbers, when it does not fit below the
+    /// ceiling.
+    pub fn claim(&mut self, end: u64) -> Result<()> {
+        let end = end as i64;
+        if end > self.ceiling {
+            const MIB: i64 = 1 << 20;
+            return Err(Error::new(format!(
+                "the patch address space near the executable is full: {} images use {} of its {} MiB, and the next one needs {} KiB more than is left: restart the program",
+                self.placed,
+                (self.next.min(self.ceiling) - self.floor) / MIB,
+                (self.ceiling - self.floor).max(0) / MIB,
+                (end - self.ceiling + 1023) / 1024
+            )));
+        }
+        self.next = align_up(end) + GUARD;
+        self.placed += 1;
+        Ok(())
+    }
+}
+
+fn align_up(address: i64) -> i64 {
+    (address + PAGE - 1) & !(PAGE - 1)
 }
 
 /// The file name of the `index`-th image of a session, linked from `revision`.
@@ -128,6 +185,8 @@ pub struct LinkedImage {
     pub data: HashMap<String, u64>,
     /// `hotreload_abi::protocol::checksum` of the file, for the runtime to verify.
     pub checksum: u64,
+    /// Link-time address just past its last segment.
+    pub end: u64,
     pub duration: Duration,
 }
 
@@ -307,20 +366,14 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
     let elf = ElfFile64::<object::LittleEndian>::parse(&*data)
         .context(|| format!("the linker wrote an unreadable {}", path.display()))?;
     let endian = elf.endian();
-    let mut low = u64::MAX;
-    let mut high = 0;
+    let mut end = 0;
     for header in elf.elf_program_headers() {
         if header.p_type(endian) == PT_TLS {
             return Err(Error::new("the patch would need thread-local storage of its own (a new `thread_local!`?): restart the program"));
         }
         if header.p_type(endian) == object::elf::PT_LOAD {
-            low = low.min(header.p_vaddr(endian));
-            high = high.max(header.p_vaddr(endian) + header.p_memsz(endian));
+            end = end.max(header.p_vaddr(endian).wrapping_add(header.p_memsz(endian)));
         }
-    }
-    let span = high.saturating_sub(low);
-    if span > WINDOW {
-        return Err(Error::new(format!("the patch image spans {span} bytes, more than its {WINDOW}-byte window: restart the program")));
     }
     let (entry_points, data_symbols) = defined_symbols(&elf, request.exe, |name, _| {
         request.entry_points.contains(name)
@@ -340,6 +393,7 @@ fn inspect(path: &Path, request: &ImageRequest<'_>) -> Result<LinkedImage> {
         entries: entry_points,
         data: data_symbols,
         checksum: hotreload_abi::protocol::checksum(&data),
+        end,
         duration: Duration::ZERO,
     })
 }
@@ -390,4 +444,86 @@ pub fn read_mapped_image(path: &Path, exe: &BaseExecutable) -> Result<MappedImag
             && exe.symbol(name).is_some()
     });
     Ok(MappedImage { functions, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+    /// A 20 MiB executable at link-time address 0, as PIE executables are linked.
+    const EXE: Range<u64> = 0..20 * MIB + 123;
+
+    fn signed(address: u64) -> i64 {
+        address as i64
+    }
+
+    #[test]
+    fn the_first_image_starts_at_the_lowest_address_still_in_reach_of_the_executable() {
+        let space = ImageSpace::below(&EXE);
+        let base = signed(space.next_base());
+        assert_eq!(base % PAGE, 0);
+        // From the image's first byte to the executable's last, and back: within rel32.
+        assert!(signed(EXE.end) - base < REL32_REACH);
+        assert!(
+            signed(EXE.end) - (base - PAGE) >= REL32_REACH,
+            "no lower page is"
+        );
+    }
+
+    #[test]
+    fn a_bigger_executable_raises_the_floor() {
+        let small = ImageSpace::below(&EXE).next_base();
+        let big = ImageSpace::below(&(0..EXE.end + 100 * MIB)).next_base();
+        assert_eq!(big - small, 100 * MIB);
+    }
+
+    #[test]
+    fn each_image_follows_the_previous_one_after_a_guard_page() {
+        let mut space = ImageSpace::below(&EXE);
+        let first = space.next_base();
+        space.claim(first + 5000).unwrap();
+        let second = space.next_base();
+        assert_eq!(
+            second,
+            first + 2 * 4096 + 4096,
+            "5000 bytes take 2 pages, then the guard"
+        );
+        space.claim(second + 4096).unwrap();
+        assert_eq!(space.next_base(), second + 2 * 4096);
+    }
+
+    #[test]
+    fn images_fill_the_space_up_to_the_ceiling_and_no_further() {
+        let mut space = ImageSpace::below(&EXE);
+        let ceiling = 0u64.wrapping_sub(256 * MIB);
+        let mut images = 0u64;
+        while space.next_base() + 4096 <= ceiling {
+            space.claim(space.next_base() + 4096).unwrap();
+            images += 1;
+        }
+        // 4 KiB images, each with its guard page: (2 GiB − 20 MiB − 256 MiB) / 8 KiB of them,
+        // give or take the pages rounding takes.
+        assert!(
+            images.abs_diff((2048 - 20 - 256) * MIB / 8192) <= 1,
+            "{images}"
+        );
+        let refused = space
+            .claim(space.next_base() + 8192)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains(&format!("{images} images use 1771 of its 1771 MiB"))
+                && refused.contains("restart the program"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn an_image_ending_exactly_at_the_ceiling_fits() {
+        let mut space = ImageSpace::below(&EXE);
+        let ceiling = 0u64.wrapping_sub(256 * MIB);
+        assert!(space.clone().claim(ceiling + 1).is_err());
+        space.claim(ceiling).unwrap();
+    }
 }

@@ -6,11 +6,11 @@ pub mod rewrite;
 
 use crate::pipeline::plan::PatchPlan;
 use crate::session::Session;
-use image::{image_base, image_file_name, link_image, ImageRequest, LinkedImage};
+use image::{image_file_name, link_image, ImageRequest, LinkedImage};
 use linker_shim::{Result, Revision};
 
 /// Links `plan`, made from `all_objects` (the build `revision` records, its unchanged
-/// libraries included), into the session's next image.
+/// libraries included), into the session's next image, placed right after the previous one.
 pub fn link_patch(
     session: &mut Session,
     plan: &PatchPlan,
@@ -31,7 +31,7 @@ pub fn link_patch(
             relinked: &plan.relinked,
             entry_points: &entry_points,
             earlier_patch_data: &session.earlier_patch_data,
-            base: image_base(index)?,
+            base: session.image_space.next_base(),
             work_dir: &work_dir,
             output: &output,
         },
@@ -39,5 +39,10 @@ pub fn link_patch(
     );
     let _ = std::fs::remove_dir_all(&work_dir);
     session.images_linked += 1;
-    image
+    let image = image?;
+    if let Err(full) = session.image_space.claim(image.end) {
+        let _ = std::fs::remove_file(&image.path);
+        return Err(full);
+    }
+    Ok(image)
 }

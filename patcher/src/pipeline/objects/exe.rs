@@ -7,10 +7,11 @@
 use hotreload_abi::protocol::AGENT_STATIC_PATH;
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 use linker_shim::{Context, Error, Result};
-use object::elf::PT_TLS;
+use object::elf::{PT_LOAD, PT_TLS};
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// What kind of thing a symbol of the executable is.
@@ -88,6 +89,9 @@ pub struct BaseExecutable {
     starts: Vec<u64>,
     /// The executable's code: link-time address of the first byte, and the bytes.
     text: (u64, Vec<u8>),
+    /// Link-time addresses its `PT_LOAD` segments span: what patch images must stay within
+    /// rel32 reach of.
+    pub loaded: Range<u64>,
     /// `align_up(PT_TLS.p_memsz, PT_TLS.p_align)`: x86-64 variant II puts the executable's TLS
     /// block right below the thread pointer, so a TLS symbol's `%fs` offset is
     /// `st_value - tls_block_size`.
@@ -108,6 +112,16 @@ impl BaseExecutable {
             .ok_or_else(|| Error::new(format!("{} has no GNU build-id note", path.display())))?;
         let endian = elf.endian();
         let mut tls_block_size = None;
+        let segments = elf
+            .elf_program_headers()
+            .iter()
+            .filter(|header| header.p_type(endian) == PT_LOAD)
+            .map(|header| (header.p_vaddr(endian), header.p_memsz(endian)));
+        let loaded = segments.clone().map(|(start, _)| start).min().unwrap_or(0)
+            ..segments
+                .map(|(start, size)| start.saturating_add(size))
+                .max()
+                .unwrap_or(0);
         for header in elf.elf_program_headers() {
             if header.p_type(endian) == PT_TLS {
                 let align = header.p_align(endian).max(1);
@@ -179,6 +193,7 @@ impl BaseExecutable {
                 .collect(),
             starts,
             text,
+            loaded,
             tls_block_size,
         })
     }
