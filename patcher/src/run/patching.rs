@@ -41,13 +41,14 @@ pub(super) fn start_patching(
         .ok_or_else(|| Error::new("the build recorded no rustc invocation for the binary"))?;
     let crates = LocalCrates::new(invocation, &outcome.invocations);
     let sources = CrateSources::of(&crates)?;
-    let session = Session::new(
+    let mut session = Session::new(
         outcome.store.clone(),
         outcome.revision.clone(),
         crates,
         &connection.hello,
         hotpatch_exe,
     )?;
+    session.warm_up();
     let watched = sources.directories();
     let (changed, batches) = mpsc::channel();
     let watcher = watch(&watched, sources.files().cloned(), changed)?;

@@ -232,6 +232,13 @@ impl Session {
         Ok(())
     }
 
+    /// Starts the build that makes the first edit as fast as later ones
+    /// ([`PatchBuilds::warm_up`]).
+    pub fn warm_up(&mut self) {
+        self.builds
+            .warm_up(&self.store, &self.base, &self.hotpatch_exe);
+    }
+
     pub fn base(&self) -> &Revision {
         &self.base
     }

@@ -15,8 +15,11 @@ use linker_shim::{
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A capture-only revision made from the current sources.
@@ -46,7 +49,23 @@ pub struct PatchBuilds {
     pub crates: LocalCrates,
     scratch: PathBuf,
     rebuilt: BTreeSet<CrateIndex>,
+    /// The warm-up build, while it may still run (see [`PatchBuilds::warm_up`]).
+    warm_up: Option<WarmUp>,
 }
+
+/// A build of the unchanged binary crate into the scratch directory, in the background.
+#[derive(Debug)]
+struct WarmUp {
+    thread: JoinHandle<()>,
+    /// The compiler while it runs.
+    compiler: Compiler,
+}
+
+/// A compiler process shared with whoever may have to stop it.
+type Compiler = Arc<Mutex<Option<Child>>>;
+
+/// How nice (niceness) the warm-up's compiler is: it gives way to the program and the person.
+const WARM_UP_NICENESS: libc::c_int = 10;
 
 impl PatchBuilds {
     /// The builds of `crates` for the session patching `base`.
@@ -55,7 +74,48 @@ impl PatchBuilds {
             crates,
             scratch: session_scratch_dir(store, base)?,
             rebuilt: BTreeSet::new(),
+            warm_up: None,
         })
+    }
+
+    /// Compiles the binary crate, unchanged, into the scratch directory in the background
+    /// at low priority: the first build in a new output directory redoes most of rustc's
+    /// codegen, so without this the session's first edit costs several times a later one.
+    /// The first edit that comes before it is done stops it ([`PatchBuilds::stop_warm_up`])
+    /// rather than wait for a niced compiler.
+    pub fn warm_up(&mut self, store: &Store, base: &Revision, hotpatch_exe: &Path) {
+        let compiler = Compiler::default();
+        let mut builds = PatchBuilds {
+            crates: self.crates.clone(),
+            scratch: self.scratch.clone(),
+            rebuilt: BTreeSet::new(),
+            warm_up: None,
+        };
+        let (store, base, hotpatch_exe) = (store.clone(), base.clone(), hotpatch_exe.to_owned());
+        let running = Arc::clone(&compiler);
+        let thread = std::thread::spawn(move || {
+            // A failure here (the sources don't compile yet, say) is the first edit's to report.
+            let _ = build_binary(&store, &base, &mut builds, &hotpatch_exe, Some(&running));
+        });
+        self.warm_up = Some(WarmUp { thread, compiler });
+    }
+
+    /// Ends the warm-up: kills its compiler if it still runs (its partial outputs are
+    /// overwritten by the next build; rustc's incremental state survives a killed compiler)
+    /// and waits for its thread.
+    fn stop_warm_up(&mut self) {
+        let Some(warm_up) = self.warm_up.take() else {
+            return;
+        };
+        if let Some(compiler) = warm_up
+            .compiler
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            let _ = compiler.kill();
+        }
+        let _ = warm_up.thread.join();
     }
 
     /// The dep-info of the latest patch build of crate `index`, if it was compiled.
@@ -89,6 +149,13 @@ impl PatchBuilds {
             redirect_out_dir(invocation.compiler_args(shim), out_dir),
             &fresh,
         )
+    }
+}
+
+impl Drop for PatchBuilds {
+    /// A session that ends leaves no compiler running.
+    fn drop(&mut self) {
+        self.stop_warm_up();
     }
 }
 
@@ -175,6 +242,7 @@ pub fn recompile_edit(
     edited: &BTreeSet<CrateIndex>,
     hotpatch_exe: &Path,
 ) -> Result<Recompiled, RecompileError> {
+    builds.stop_warm_up();
     let started = Instant::now();
     let mut crates = Vec::new();
     let mut warnings = Vec::new();
@@ -188,6 +256,7 @@ pub fn recompile_edit(
             invocation,
             builds.arguments(invocation, &out_dir, hotpatch_exe),
             None,
+            None,
         )?;
         warnings.extend(diagnostics_of(&output)?);
         crates.push(CrateBuild {
@@ -196,7 +265,27 @@ pub fn recompile_edit(
         });
         builds.rebuilt.insert(index);
     }
+    let (revision, binary) = build_binary(store, base, builds, hotpatch_exe, None)?;
+    warnings.extend(binary.1);
+    crates.push(binary.0);
+    Ok(Recompiled {
+        revision,
+        duration: started.elapsed(),
+        warnings,
+        crates,
+    })
+}
 
+/// Compiles the binary crate of `base` against the libraries rebuilt so far, capture-only:
+/// the new revision, and the build with its warnings. `niced`: run the compiler at
+/// [`WARM_UP_NICENESS`], kept there while it runs, its diagnostics dropped.
+fn build_binary(
+    store: &Store,
+    base: &Revision,
+    builds: &mut PatchBuilds,
+    hotpatch_exe: &Path,
+    niced: Option<&Compiler>,
+) -> Result<(Revision, (CrateBuild, Vec<String>)), RecompileError> {
     let invocation = binary_invocation(base)?;
     let id = RevisionId::new_now();
     let scratch = &builds.scratch;
@@ -229,19 +318,14 @@ pub fn recompile_edit(
         invocation,
         builds.arguments(invocation, scratch, hotpatch_exe),
         Some(&link),
+        niced,
     )?;
-    warnings.extend(diagnostics_of(&output)?);
-    crates.push(CrateBuild {
+    let warnings = diagnostics_of(&output)?;
+    let build = CrateBuild {
         name: invocation.crate_name.clone(),
         duration: compiling.elapsed(),
-    });
-    let revision = store.load(&id)?;
-    Ok(Recompiled {
-        revision,
-        duration: started.elapsed(),
-        warnings,
-        crates,
-    })
+    };
+    Ok((store.load(&id)?, (build, warnings)))
 }
 
 /// The binary crate's invocation, which `base` recorded.
@@ -255,11 +339,13 @@ fn binary_invocation(base: &Revision) -> Result<&RustcInvocation, Error> {
 }
 
 /// Runs the compiler as `invocation` ran it (environment, directory) with `args`, linking
-/// through the shim with `link` when given.
+/// through the shim with `link` when given; `niced`: at [`WARM_UP_NICENESS`], kept there
+/// while it runs (so it can be killed), its output dropped.
 fn run_compiler(
     invocation: &RustcInvocation,
     args: Vec<String>,
     link: Option<&LinkRequest>,
+    niced: Option<&Compiler>,
 ) -> Result<Output, Error> {
     let mut command = Command::new(&invocation.rustc);
     command
@@ -270,9 +356,44 @@ fn run_compiler(
     if let Some(link) = link {
         command.env(LINK_REQUEST_ENV, link.to_env_value());
     }
-    command
-        .output()
-        .context(|| format!("could not run {}", invocation.rustc.display()))
+    let Some(compiler) = niced else {
+        return command
+            .output()
+            .context(|| format!("could not run {}", invocation.rustc.display()));
+    };
+    // SAFETY: setpriority(2) is async-signal-safe and touches no memory: fine between fork
+    // and exec. It lowers only the child's own priority.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setpriority(libc::PRIO_PROCESS, 0, WARM_UP_NICENESS);
+            Ok(())
+        })
+    };
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context(|| format!("could not run {}", invocation.rustc.display()))?;
+    *compiler.lock().unwrap_or_else(PoisonError::into_inner) = Some(child);
+    // Polled under the lock rather than waited for: whoever stops it kills it through the
+    // same `Child`, which never signals a pid it has reaped.
+    loop {
+        let mut running = compiler.lock().unwrap_or_else(PoisonError::into_inner);
+        let child = running.as_mut().expect("only this loop takes it out");
+        if let Some(status) = child
+            .try_wait()
+            .context(|| format!("could not wait for {}", invocation.rustc.display()))?
+        {
+            *running = None;
+            return Ok(Output {
+                status,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            });
+        }
+        drop(running);
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The compiler's rendered warnings, or its errors when it failed.
