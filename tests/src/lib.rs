@@ -3,6 +3,7 @@
 // Each fixture is a whole program: its `main` and helpers are dead code as a module.
 #[allow(dead_code)]
 mod fixture_programs;
+pub mod examples;
 pub mod http;
 pub mod image;
 pub mod live;
