@@ -28,7 +28,7 @@ fn movement(mut movers: Query<(&mut Position, &Velocity)>) {
 }
 
 fn report(ticks: Res<Ticks>, movers: Query<(&Position, &Velocity)>) {
-    if ticks.0 % 10 != 0 {
+    if !ticks.0.is_multiple_of(10) {
         return;
     }
     // In the order of their velocities (1, 2, 3), whatever order the query has.

@@ -37,7 +37,7 @@ fn main() {
         window
             .update_with_buffer(&buffer, WIDTH, HEIGHT)
             .expect("the frame is shown");
-        if frame % 30 == 0 {
+        if frame.is_multiple_of(30) {
             println!("frame={frame} x={x}");
         }
         frame += 1;
