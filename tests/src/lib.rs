@@ -1,8 +1,10 @@
 //! What only the end-to-end tests need; the session driver and fixture crates are `testkit`'s.
+pub mod examples;
 #[cfg(test)]
 // Each fixture is a whole program: its `main` and helpers are dead code as a module.
 #[allow(dead_code)]
 mod fixture_programs;
+pub mod http;
 pub mod image;
 pub mod live;
 

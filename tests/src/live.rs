@@ -22,7 +22,7 @@ impl LiveSession {
     /// Starts the session and waits until the program runs and hotpatch is connected to it
     /// (its first output line has appeared).
     pub fn start(fixture: FixtureCrate, program_args: &[&str]) -> LiveSession {
-        LiveSession::start_with_umask(fixture, program_args, None)
+        LiveSession::start_with(fixture, program_args, None, PATIENCE)
     }
 
     /// [`LiveSession::start`] with hotpatch (and so the program) under the file mode creation
@@ -32,9 +32,29 @@ impl LiveSession {
         program_args: &[&str],
         umask: Option<libc::mode_t>,
     ) -> LiveSession {
+        LiveSession::start_with(fixture, program_args, umask, PATIENCE)
+    }
+
+    /// [`LiveSession::start`] giving the first build `first_build` (registry dependencies that
+    /// may not be compiled yet), then the usual patience to every wait.
+    pub fn start_first_build(
+        fixture: FixtureCrate,
+        program_args: &[&str],
+        first_build: Duration,
+    ) -> LiveSession {
+        LiveSession::start_with(fixture, program_args, None, first_build)
+    }
+
+    fn start_with(
+        fixture: FixtureCrate,
+        program_args: &[&str],
+        umask: Option<libc::mode_t>,
+        first_build: Duration,
+    ) -> LiveSession {
         let manifest_path = fixture.manifest_path();
-        let session = Session::start(&launch(&fixture, &manifest_path, program_args, umask))
-            .unwrap_or_else(|error| panic!("{error}"));
+        let launch = launch(&fixture, &manifest_path, program_args, umask, first_build);
+        let mut session = Session::start(&launch).unwrap_or_else(|error| panic!("{error}"));
+        session.patience = PATIENCE;
         let mut live = LiveSession { fixture, session };
         live.line_where(|_| true);
         live
@@ -45,7 +65,7 @@ impl LiveSession {
     /// program's lines still reach the session that started it.
     pub fn attach(fixture: FixtureCrate, pid: Option<u32>) -> LiveSession {
         let manifest_path = fixture.manifest_path();
-        let session = Session::attach(&launch(&fixture, &manifest_path, &[], None), pid)
+        let session = Session::attach(&launch(&fixture, &manifest_path, &[], None, PATIENCE), pid)
             .unwrap_or_else(|error| panic!("{error}"));
         LiveSession { fixture, session }
     }
@@ -106,12 +126,14 @@ impl DerefMut for LiveSession {
     }
 }
 
-/// What runs `fixture`'s program (through `manifest_path`, its manifest).
+/// What runs `fixture`'s program (through `manifest_path`, its manifest), `patience` for the
+/// first build and start.
 fn launch<'a>(
     fixture: &'a FixtureCrate,
     manifest_path: &'a std::path::Path,
     program_args: &'a [&'a str],
     umask: Option<libc::mode_t>,
+    patience: Duration,
 ) -> Launch<'a> {
     Launch {
         hotpatch_exe: hotpatch_exe(),
@@ -119,7 +141,7 @@ fn launch<'a>(
         package: None,
         target_dir: &fixture.target_dir,
         program_args,
-        patience: PATIENCE,
+        patience,
         umask,
     }
 }

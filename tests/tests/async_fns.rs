@@ -6,13 +6,12 @@
 
 use hotreload_abi::events::RefusalKind;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use testkit::fixture::{hotreload_dependency, FixtureCrate};
 use testkit::session::Event;
+use tests::http::{free_port, get};
 use tests::live::{number, LiveSession};
 
 const ASYNC_FNS: &str = include_str!("../fixtures/async_fns.rs");
@@ -157,12 +156,8 @@ fn changing_what_lives_across_an_await_is_refused_naming_the_async_fn() {
 
 #[test]
 fn an_http_handler_is_patched_while_a_client_keeps_sending_requests() {
-    // A port that was free a moment ago (the session's first line, which `start` waits for,
-    // is the server's).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
+    // The session's first line, which `start` waits for, is the server's.
+    let port = free_port();
     let mut session = start("async-http", &["http", &port.to_string()]);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -174,7 +169,7 @@ fn an_http_handler_is_patched_while_a_client_keeps_sending_requests() {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let after_patch = patched.load(Ordering::Relaxed);
-                let body = request(port).unwrap_or_else(|error| format!("failed: {error}"));
+                let body = get(port).unwrap_or_else(|error| format!("failed: {error}"));
                 let mut answers = answers.lock().unwrap();
                 let counts = answers.entry(body).or_default();
                 counts.0 += 1;
@@ -206,16 +201,4 @@ fn an_http_handler_is_patched_while_a_client_keeps_sending_requests() {
     assert!(answers["hello v1"].0 > 0, "requests before: {answers:?}");
     assert_eq!(answers["hello v1"].1, 0, "after the patch: {answers:?}");
     assert!(answers["hello v2"].1 > 0, "requests after: {answers:?}");
-}
-
-/// One HTTP/1.0 GET: the body of a `200 OK` answer.
-fn request(port: u16) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    match response.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.0 200 OK") => Ok(body.to_owned()),
-        _ => Err(std::io::Error::other(format!("bad answer {response:?}"))),
-    }
 }
