@@ -57,13 +57,19 @@ extern "C" fn start_agent_if_asked() {
 /// closed), listens for the next one to attach, and serves each in turn, so the program can be
 /// patched again without a restart.
 fn serve_each_hotpatch(socket: &Path) {
-    let first = UnixStream::connect(socket).and_then(serve);
-    if let Err(error) = first {
-        eprintln!(
-            "hotreload: no hot patching for this run: {}: {error}",
-            socket.display()
-        );
-        return;
+    let first = match UnixStream::connect(socket) {
+        Ok(first) => first,
+        Err(error) => {
+            eprintln!(
+                "hotreload: no hot patching for this run: {}: {error}",
+                socket.display()
+            );
+            return;
+        }
+    };
+    // An answer written as hotpatch dies fails: the next hotpatch can still attach.
+    if let Err(error) = serve(first) {
+        eprintln!("hotreload: the connection to hotpatch ended: {error}");
     }
     // The first socket's directory sits in hotpatch's temporary directory: the next one
     // looks there.

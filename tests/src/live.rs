@@ -32,8 +32,26 @@ impl LiveSession {
         program_args: &[&str],
         umask: Option<libc::mode_t>,
     ) -> LiveSession {
+        LiveSession::start_with(fixture, program_args, umask, &[])
+    }
+
+    /// [`LiveSession::start`] with these environment variables for hotpatch.
+    pub fn start_with_env(
+        fixture: FixtureCrate,
+        program_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> LiveSession {
+        LiveSession::start_with(fixture, program_args, None, env)
+    }
+
+    fn start_with(
+        fixture: FixtureCrate,
+        program_args: &[&str],
+        umask: Option<libc::mode_t>,
+        env: &[(&str, &str)],
+    ) -> LiveSession {
         let manifest_path = fixture.manifest_path();
-        let session = Session::start(&launch(&fixture, &manifest_path, program_args, umask))
+        let session = Session::start(&launch(&fixture, &manifest_path, program_args, umask, env))
             .unwrap_or_else(|error| panic!("{error}"));
         let mut live = LiveSession { fixture, session };
         live.line_where(|_| true);
@@ -44,8 +62,17 @@ impl LiveSession {
     /// waits), whose `hotpatch run` is gone, and waits until it is attached and watching. The
     /// program's lines still reach the session that started it.
     pub fn attach(fixture: FixtureCrate, pid: Option<u32>) -> LiveSession {
+        LiveSession::attach_with_env(fixture, pid, &[])
+    }
+
+    /// [`LiveSession::attach`] with these environment variables for hotpatch.
+    pub fn attach_with_env(
+        fixture: FixtureCrate,
+        pid: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> LiveSession {
         let manifest_path = fixture.manifest_path();
-        let session = Session::attach(&launch(&fixture, &manifest_path, &[], None), pid)
+        let session = Session::attach(&launch(&fixture, &manifest_path, &[], None, env), pid)
             .unwrap_or_else(|error| panic!("{error}"));
         LiveSession { fixture, session }
     }
@@ -112,6 +139,7 @@ fn launch<'a>(
     manifest_path: &'a std::path::Path,
     program_args: &'a [&'a str],
     umask: Option<libc::mode_t>,
+    env: &'a [(&'a str, &'a str)],
 ) -> Launch<'a> {
     Launch {
         hotpatch_exe: hotpatch_exe(),
@@ -121,6 +149,7 @@ fn launch<'a>(
         program_args,
         patience: PATIENCE,
         umask,
+        env,
     }
 }
 

@@ -55,6 +55,8 @@ pub(super) struct Pending {
     ask_at: Option<Instant>,
     /// The `Describe` awaited.
     describe: Option<u64>,
+    /// Said already that the answer is late.
+    warned: bool,
 }
 
 struct Sent {
@@ -95,6 +97,7 @@ pub(super) fn start_patching(
         sent: None,
         ask_at: Some(Instant::now()),
         describe: None,
+        warned: false,
     });
     let (changed, batches) = mpsc::channel();
     let watcher = watch(&watched, sources.files().cloned(), changed)?;
@@ -258,6 +261,7 @@ impl Patching {
                     sent: Some(Sent { patch, started, at }),
                     ask_at: Some(at + answer_timeout()),
                     describe: None,
+                    warned: false,
                 })
             }
             Err(error) => reporter.emit(Event::refused(
@@ -278,7 +282,8 @@ impl Patching {
         let Some(pending) = self.pending.as_mut() else {
             return;
         };
-        if pending.describe.is_none() {
+        if !pending.warned {
+            pending.warned = true;
             let message = match pending.sent {
                 Some(_) => format!(
                     "the program hasn't applied the patch within {} ms (safe-point mode? it applies patches only at its next safe point); hotpatch will resynchronise when it answers",
@@ -327,7 +332,6 @@ impl Patching {
                 if !hello.pending.is_empty() {
                     // Still queued: ask again later (an earlier hotpatch's patch is answered
                     // to no one, so asking is how its end is seen).
-                    pending.describe = None;
                     pending.ask_at = Some(Instant::now() + answer_timeout());
                     return;
                 }
