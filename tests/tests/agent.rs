@@ -309,7 +309,7 @@ fn safe_point_mode_applies_only_at_safe_points() {
     );
     assert_eq!(app.ask("word"), "word=new number=1");
     let state = app.describe(3);
-    assert_eq!((state.pending, state.generation), (vec![], 1));
+    assert_eq!((&state.pending[..], state.generation), (&[][..], 1));
     assert_eq!(
         slot(&state, "word").current,
         slot(&hello, "other_word").original
