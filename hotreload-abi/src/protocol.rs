@@ -93,7 +93,7 @@ pub const AGENT_STATIC_PATH: &str = "hotreload::agent::START_AGENT";
 pub const OLD_CODE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Bumped whenever a message changes shape; the patcher refuses a peer with another version.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// One `#[hotreload]` slot as the running program sees it. Addresses are runtime addresses
 /// in the app's address space.
@@ -131,6 +131,11 @@ pub struct Hello {
     /// Function entries that jump elsewhere now (every `target` is `Some`).
     #[serde(default)]
     pub redirected: Vec<EntryChange>,
+    /// Ids of the `Apply` requests queued for the next safe point, not applied yet: until
+    /// they are, what runs may still change (an attaching hotpatch's own ids start afresh,
+    /// so it waits for this list to empty).
+    #[serde(default)]
+    pub pending: Vec<u64>,
 }
 
 /// A patch image the program has mapped, as a re-attaching `hotpatch` learns it.
@@ -193,6 +198,10 @@ pub enum Request {
         #[serde(default)]
         old_code: Vec<Range<u64>>,
     },
+    /// What does the program run now? Answered by [`Reply::State`] at once, even while a
+    /// patch waits for a safe point: how hotpatch learns the truth after an answer took too
+    /// long.
+    Describe { id: u64 },
 }
 
 /// One function entry to redirect or restore, in runtime addresses: after it, every caller
@@ -227,6 +236,12 @@ pub enum Reply {
     Refused {
         id: u64,
         reason: String,
+    },
+    /// The answer to [`Request::Describe`]: what the program runs, as a hello says it. An
+    /// answer to an `Apply` is always sent before a `State` that shows it applied.
+    State {
+        id: u64,
+        hello: Hello,
     },
 }
 
@@ -484,7 +499,7 @@ mod tests {
                 });
             let entry = (any::<u64>(), any::<Option<u64>>())
                 .prop_map(|(entry, target)| EntryChange { entry, target });
-            (
+            let apply = (
                 any::<u64>(),
                 image,
                 prop::collection::vec(update, 0..4),
@@ -500,7 +515,8 @@ mod tests {
                         .into_iter()
                         .map(|(start, end)| start..end)
                         .collect(),
-                })
+                });
+            prop_oneof![apply, any::<u64>().prop_map(|id| Request::Describe { id })]
         }
 
         fn reply() -> impl Strategy<Value = Reply> {
@@ -526,6 +542,7 @@ mod tests {
                 prop::collection::vec(slot, 0..3),
                 prop::collection::vec(image, 0..3),
                 prop::collection::vec(redirect, 0..3),
+                prop::collection::vec(any::<u64>(), 0..3),
             )
                 .prop_map(
                     |(
@@ -535,22 +552,23 @@ mod tests {
                         slots,
                         images,
                         redirected,
-                    )| {
-                        Reply::Hello(Hello {
-                            protocol_version,
-                            pid,
-                            build_id,
-                            load_bias,
-                            exe,
-                            slots,
-                            generation,
-                            images,
-                            redirected,
-                        })
+                        pending,
+                    )| Hello {
+                        protocol_version,
+                        pid,
+                        build_id,
+                        load_bias,
+                        exe,
+                        slots,
+                        generation,
+                        images,
+                        redirected,
+                        pending,
                     },
                 );
             prop_oneof![
-                hello,
+                hello.clone().prop_map(Reply::Hello),
+                (any::<u64>(), hello).prop_map(|(id, hello)| Reply::State { id, hello }),
                 (
                     any::<(u64, u64, u64)>(),
                     prop::collection::vec(any::<u64>(), 0..3)

@@ -14,7 +14,8 @@
 use crate::identity;
 use crate::loader::{self, LoadedImage};
 use crate::patching::{
-    apply_in_mode, forget_locks_in_forked_children, run_callbacks, Applied, PatchEvent,
+    forget_locks_in_forked_children, mode, publish, queue_for_safe_point, run_callbacks,
+    ApplyError, Mode, PatchEvent,
 };
 use crate::protocol::{
     attach_socket, check_same_user, is_line_too_long, receive, send, EntryChange, Hello,
@@ -29,7 +30,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Run by the loader before `main`, like a C constructor. Its path is
 /// [`hotreload_abi::protocol::AGENT_STATIC_PATH`]: how `hotpatch run` tells that an executable
@@ -56,13 +57,19 @@ extern "C" fn start_agent_if_asked() {
 /// closed), listens for the next one to attach, and serves each in turn, so the program can be
 /// patched again without a restart.
 fn serve_each_hotpatch(socket: &Path) {
-    let first = UnixStream::connect(socket).and_then(serve);
-    if let Err(error) = first {
-        eprintln!(
-            "hotreload: no hot patching for this run: {}: {error}",
-            socket.display()
-        );
-        return;
+    let first = match UnixStream::connect(socket) {
+        Ok(first) => first,
+        Err(error) => {
+            eprintln!(
+                "hotreload: no hot patching for this run: {}: {error}",
+                socket.display()
+            );
+            return;
+        }
+    };
+    // An answer written as hotpatch dies fails: the next hotpatch can still attach.
+    if let Err(error) = serve(first) {
+        eprintln!("hotreload: the connection to hotpatch ended: {error}");
     }
     // The first socket's directory sits in hotpatch's temporary directory: the next one
     // looks there.
@@ -169,11 +176,25 @@ fn preload_entries(preloads: &OsStr) -> impl Iterator<Item = &[u8]> {
         .filter(|entry| !entry.is_empty())
 }
 
-/// Says hello, then applies each patch and answers it until the socket closes.
+/// The write half of one hotpatch's connection. The agent thread and a safe point's thread
+/// (answering a patch it applied) both write to it: one line at a time, under the lock, so
+/// answers never interleave.
+type Replies = Arc<Mutex<UnixStream>>;
+
+fn answer(replies: &Replies, reply: &Reply) -> io::Result<()> {
+    send(
+        &mut *replies.lock().unwrap_or_else(PoisonError::into_inner),
+        reply,
+    )
+}
+
+/// Says hello, then serves each request until the socket closes. A patch queued for a safe
+/// point does not hold up the loop: the safe point answers it, meanwhile `Describe` is
+/// answered here (and says it is pending).
 fn serve(stream: UnixStream) -> io::Result<()> {
     let mut requests = BufReader::new(stream.try_clone()?);
-    let mut replies = stream;
-    send(&mut replies, &Reply::Hello(hello()))?;
+    let replies: Replies = Arc::new(Mutex::new(stream));
+    answer(&replies, &Reply::Hello(hello()))?;
     loop {
         let request = match receive::<Request>(&mut requests) {
             Ok(Some(request)) => request,
@@ -186,51 +207,64 @@ fn serve(stream: UnixStream) -> io::Result<()> {
             }
             Err(error) => return Err(error),
         };
-        let (reply, callbacks_due) = match request {
+        match request {
             Request::Apply {
                 id,
                 image,
                 updates,
                 entries,
                 old_code,
-            } => match apply_patch(image.as_ref(), updates, entries, old_code) {
-                Ok((applied, callbacks_due)) => (
-                    Reply::Applied {
-                        id,
-                        generation: applied.generation,
-                        stopped_us: u64::try_from(applied.stopped_for.as_micros())
-                            .unwrap_or(u64::MAX),
-                        old_code_running: applied.old_code_running,
-                    },
-                    callbacks_due,
-                ),
-                Err(reason) => (Reply::Refused { id, reason }, None),
-            },
-        };
-        send(&mut replies, &reply)?;
-        // hotpatch hears of the patch first: what the app does about it is the app's business.
-        if let Some(event) = callbacks_due {
-            run_callbacks(&event);
+            } => {
+                let loaded = match load_image(image.as_ref()) {
+                    Ok(loaded) => loaded,
+                    Err(reason) => {
+                        answer(&replies, &Reply::Refused { id, reason })?;
+                        continue;
+                    }
+                };
+                let mut patch = Patch {
+                    id,
+                    loaded,
+                    updates,
+                    entries,
+                    old_code,
+                    replies: Arc::clone(&replies),
+                    queued: false,
+                    answered: false,
+                };
+                if mode() == Mode::Immediate {
+                    // hotpatch hears of the patch first: what the app does about it is the
+                    // app's business.
+                    if let Some(event) = patch.apply() {
+                        run_callbacks(&event);
+                    }
+                } else {
+                    RECORDS
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(id);
+                    patch.queued = true;
+                    queue_for_safe_point(Box::new(move || patch.apply_queued()));
+                }
+            }
+            Request::Describe { id } => answer(&replies, &Reply::State { id, hello: hello() })?,
         }
     }
 }
+
+/// The ids of the patches queued for a safe point. Held while a safe point applies one and
+/// records its image, so what [`hello`] says is never half a patch.
+static RECORDS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
 /// Images some slot may point into. Never unmapped for now: freeing superseded images needs
 /// to know that no thread is still inside them.
 static LIVE_IMAGES: Mutex<Vec<LoadedImage>> = Mutex::new(Vec::new());
 
-/// Maps the patch's image (if any), then rewires the slots and redirects the entries into
-/// it: all or nothing. The build-id is checked before the file is even opened; if the patch
-/// is refused the image is unmapped again. Slots and entries move only where `apply_in_mode`
-/// says (a safe point, maybe); its event, if any, is for the callbacks still to run.
-fn apply_patch(
-    image: Option<&PatchImage>,
-    updates: Vec<SlotUpdate>,
-    entries: Vec<EntryChange>,
-    old_code: Vec<Range<u64>>,
-) -> Result<(Applied, Option<PatchEvent>), String> {
+/// Maps the patch's image, if it has one. The build-id is checked before the file is even
+/// opened.
+fn load_image(image: Option<&PatchImage>) -> Result<Option<LoadedImage>, String> {
     let Some(image) = image else {
-        return apply_in_mode(updates, entries, old_code).map_err(|error| error.to_string());
+        return Ok(None);
     };
     let executable = identity::executable();
     if executable.build_id.is_empty() || image.build_id != executable.build_id {
@@ -239,31 +273,111 @@ fn apply_patch(
             image.build_id, executable.build_id
         ));
     }
-    let loaded = loader::load(Path::new(&image.path), executable.load_bias, image.checksum)
-        .map_err(|e| e.to_string())?;
-    match apply_in_mode(updates, entries, old_code) {
-        Ok(applied) => {
-            LIVE_IMAGES
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(loaded);
-            Ok(applied)
-        }
-        Err(refusal) => {
+    loader::load(Path::new(&image.path), executable.load_bias, image.checksum)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// A patch whose image (if any) is mapped, to apply now or at a safe point, and answer.
+struct Patch {
+    id: u64,
+    loaded: Option<LoadedImage>,
+    updates: Vec<SlotUpdate>,
+    entries: Vec<EntryChange>,
+    old_code: Vec<Range<u64>>,
+    replies: Replies,
+    /// Listed in [`RECORDS`] as pending.
+    queued: bool,
+    answered: bool,
+}
+
+impl Patch {
+    /// Rewires the slots and redirects the entries: all or nothing. If the patch is refused
+    /// its image is unmapped again. Answers hotpatch (which may be gone: then nobody hears
+    /// it, and an attaching one learns the outcome from the hello) and returns the event for
+    /// the callbacks.
+    fn apply(mut self) -> Option<PatchEvent> {
+        let (reply, event) = match publish(&self.updates, &self.entries, &self.old_code) {
+            Ok((applied, event)) => {
+                if let Some(loaded) = self.loaded.take() {
+                    LIVE_IMAGES
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(loaded);
+                }
+                let reply = Reply::Applied {
+                    id: self.id,
+                    generation: applied.generation,
+                    stopped_us: u64::try_from(applied.stopped_for.as_micros()).unwrap_or(u64::MAX),
+                    old_code_running: applied.old_code_running,
+                };
+                (reply, Some(event))
+            }
+            Err(refusal) => (self.refuse(refusal.to_string()), None),
+        };
+        let _ = answer(&self.replies, &reply);
+        self.answered = true;
+        event
+    }
+
+    /// [`Patch::apply`] at a safe point: under [`RECORDS`], leaving it no longer pending.
+    fn apply_queued(mut self) -> Option<PatchEvent> {
+        let mut pending = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.retain(|&id| id != self.id);
+        self.queued = false;
+        let event = self.apply();
+        drop(pending);
+        event
+    }
+
+    /// The refusal, once the image is unmapped.
+    fn refuse(&mut self, refusal: String) -> Reply {
+        let reason = match self.loaded.take().map(|loaded| {
             // SAFETY: the refused patch moved no slot and wrote no entry, and nothing else
             // learned the image's addresses, so no code can be running in it.
-            match unsafe { loaded.unload() } {
-                Ok(()) => Err(refusal.to_string()),
-                Err(error) => Err(format!(
-                    "{refusal} (and unmapping its image failed: {error})"
-                )),
-            }
+            unsafe { loaded.unload() }
+        }) {
+            Some(Err(error)) => format!("{refusal} (and unmapping its image failed: {error})"),
+            _ => refusal,
+        };
+        Reply::Refused {
+            id: self.id,
+            reason,
         }
     }
 }
 
-/// Everything the patcher needs to know about this process.
+/// A queued patch dropped without being applied (its safe point's thread panicked) is
+/// refused, not left pending for ever.
+impl Drop for Patch {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        if self.queued {
+            let id = self.id;
+            RECORDS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|&pending| pending != id);
+        }
+        // Whether the panic came before or after the slots moved is unknown: the image stays.
+        let reason = ApplyError::SafePointPanicked.to_string();
+        let _ = answer(
+            &self.replies,
+            &Reply::Refused {
+                id: self.id,
+                reason,
+            },
+        );
+    }
+}
+
+/// Everything the patcher needs to know about this process. Taken under [`RECORDS`], the
+/// lock a safe point applies under: a queued patch shows either pending or applied with its
+/// image, never in between.
 pub fn hello() -> Hello {
+    let pending = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
     let executable = identity::executable();
     Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -284,6 +398,7 @@ pub fn hello() -> Hello {
                 end: image.range().end,
             })
             .collect(),
+        pending: pending.clone(),
         redirected: redirects()
             .into_iter()
             .map(|redirect| EntryChange {

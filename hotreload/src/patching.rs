@@ -29,7 +29,7 @@ use std::fmt;
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Once, PoisonError};
+use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::time::Duration;
 
 /// When queued patches take effect.
@@ -224,7 +224,7 @@ pub fn apply_patch(
 }
 
 /// [`apply_patch`] without the callbacks: what the patch did, and the event to run them with.
-fn publish(
+pub(crate) fn publish(
     updates: &[SlotUpdate],
     entries: &[EntryChange],
     old_code: &[Range<u64>],
@@ -292,47 +292,23 @@ pub(crate) fn run_callbacks(event: &PatchEvent) {
     }
 }
 
-/// A patch waiting for the next safe point, and where to send its outcome.
-struct Queued {
-    updates: Vec<SlotUpdate>,
-    entries: Vec<EntryChange>,
-    old_code: Vec<Range<u64>>,
-    outcome: mpsc::Sender<Result<Applied, ApplyError>>,
-}
+/// A patch waiting for the next safe point: it applies the patch, answers hotpatch and
+/// returns the event for the callbacks (`None` if the patch was refused).
+pub(crate) type Queued = Box<dyn FnOnce() -> Option<PatchEvent> + Send>;
 
 static QUEUED: Mutex<Vec<Queued>> = Mutex::new(Vec::new());
 /// Lets [`safe_point`] skip the lock when nothing waits: one relaxed load per frame.
 static PENDING: AtomicBool = AtomicBool::new(false);
 
-/// Applies `updates` now (immediate mode) or hands them to the next [`safe_point`] and waits
-/// for it. Used by the agent. In immediate mode the callbacks are left to the caller, which
-/// runs them (with [`run_callbacks`]) after answering hotpatch: the returned event is `Some`.
-/// A safe point runs them itself, after answering.
+/// Hands `patch` to the next [`safe_point`], which runs it on its thread and then the
+/// callbacks. Returns at once: the agent keeps serving requests while the patch waits.
 #[cfg_attr(not(feature = "enabled"), allow(dead_code))] // the agent is its only caller
-pub(crate) fn apply_in_mode(
-    updates: Vec<SlotUpdate>,
-    entries: Vec<EntryChange>,
-    old_code: Vec<Range<u64>>,
-) -> Result<(Applied, Option<PatchEvent>), ApplyError> {
-    if mode() == Mode::Immediate {
-        return publish(&updates, &entries, &old_code)
-            .map(|(applied, event)| (applied, Some(event)));
-    }
-    let (outcome, receiver) = mpsc::channel();
+pub(crate) fn queue_for_safe_point(patch: Queued) {
     QUEUED
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .push(Queued {
-            updates,
-            entries,
-            old_code,
-            outcome,
-        });
+        .push(patch);
     PENDING.store(true, Ordering::Release);
-    // Every queued patch is answered unless the safe point's thread panicked in between
-    // (dropping the sender): then there is nobody to answer, which is a refusal, not a crash.
-    let outcome = receiver.recv().map_err(|_| ApplyError::SafePointPanicked)?;
-    outcome.map(|applied| (applied, None))
 }
 
 /// Set in a child of `fork` by the handler [`forget_locks_in_forked_children`] installs.
@@ -386,15 +362,7 @@ fn apply_queued() {
         std::mem::take(&mut *queue)
     };
     for patch in queued {
-        let outcome = publish(&patch.updates, &patch.entries, &patch.old_code);
-        // The agent may have gone (socket closed); then nobody wants the outcome.
-        let _ = patch.outcome.send(
-            outcome
-                .as_ref()
-                .map(|(applied, _)| applied.clone())
-                .map_err(Clone::clone),
-        );
-        if let Ok((_, event)) = outcome {
+        if let Some(event) = patch() {
             run_callbacks(&event);
         }
     }
@@ -404,6 +372,7 @@ fn apply_queued() {
 mod tests {
     use super::*;
     use crate::slot::{Slot, SLOTS};
+    use std::sync::mpsc;
     use std::thread;
 
     /// These tests change the process-wide mode and hold the runtime's locks: one at a time.
@@ -475,55 +444,33 @@ mod tests {
         assert_eq!(current(), 1);
         assert!(second > first && seen(second));
 
-        // Immediate mode, as the agent does it: the callbacks are left for after the answer.
-        set_mode(Mode::Immediate);
-        let (applied, event) =
-            apply_in_mode(vec![to(replacement)], Vec::new(), Vec::new()).unwrap();
+        // As the agent does it in immediate mode: the callbacks are left for after the answer.
+        let (applied, event) = publish(&[to(replacement)], &[], &[]).unwrap();
         assert_eq!(current(), 2);
         assert!(!seen(applied.generation), "not yet: after the answer");
-        run_callbacks(&event.expect("callbacks due"));
+        run_callbacks(&event);
         assert!(seen(applied.generation));
 
-        // Safe-point mode: two queued patches, both answered and applied by one safe point
+        // Safe-point mode: two queued patches, both applied by one safe point, in order,
         // although every callback of theirs panics.
-        set_mode(Mode::SafePoint);
-        // Queued one after the other, so `replacement` is the later.
-        let agents: Vec<_> = [original, replacement]
-            .into_iter()
-            .enumerate()
-            .map(|(earlier, target)| {
-                let agent =
-                    thread::spawn(move || apply_in_mode(vec![to(target)], Vec::new(), Vec::new()));
-                while QUEUED.lock().unwrap().len() <= earlier {
-                    thread::yield_now();
-                }
-                agent
-            })
-            .collect();
+        let (answers, answered) = mpsc::channel();
+        for target in [original, replacement] {
+            let answers = answers.clone();
+            queue_for_safe_point(Box::new(move || {
+                let (applied, event) = publish(&[to(target)], &[], &[]).ok()?;
+                answers.send(applied.generation).unwrap();
+                Some(event)
+            }));
+        }
+        assert!(
+            answered.try_recv().is_err(),
+            "nothing applied before the safe point"
+        );
         safe_point();
-        let generations: Vec<u64> = agents
-            .into_iter()
-            .map(|agent| {
-                let (applied, event) = agent.join().unwrap().expect("answered: applied");
-                assert!(event.is_none(), "the safe point ran the callbacks");
-                applied.generation
-            })
-            .collect();
+        let generations: Vec<u64> = answered.try_iter().collect();
+        assert_eq!(generations.len(), 2);
         assert!(generations.iter().all(|&generation| seen(generation)));
         assert_eq!(current(), 2, "the later of the two is the one in place");
-
-        // A queued patch whose safe point went away unanswered is refused, not a panic.
-        let agent = thread::spawn(|| apply_in_mode(vec![to(original)], Vec::new(), Vec::new()));
-        while QUEUED.lock().unwrap().is_empty() {
-            thread::yield_now();
-        }
-        drop(std::mem::take(&mut *QUEUED.lock().unwrap()));
-        assert_eq!(
-            agent.join().unwrap().err(),
-            Some(ApplyError::SafePointPanicked)
-        );
-        assert_eq!(current(), 2);
-        set_mode(Mode::Immediate);
         apply(&[to(original)]).unwrap();
     }
 

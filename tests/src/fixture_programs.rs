@@ -14,6 +14,8 @@ mod consistency;
 mod entry_stress;
 #[path = "../fixtures/every_caller.rs"]
 mod every_caller;
+#[path = "../fixtures/late_answer.rs"]
+mod late_answer;
 #[path = "../fixtures/layout_refusal.rs"]
 mod layout_refusal;
 #[path = "../fixtures/live_patching.rs"]

@@ -22,7 +22,7 @@ impl LiveSession {
     /// Starts the session and waits until the program runs and hotpatch is connected to it
     /// (its first output line has appeared).
     pub fn start(fixture: FixtureCrate, program_args: &[&str]) -> LiveSession {
-        LiveSession::start_with(fixture, program_args, None, PATIENCE)
+        LiveSession::start_with(fixture, program_args, &Options::default())
     }
 
     /// [`LiveSession::start`] with hotpatch (and so the program) under the file mode creation
@@ -32,7 +32,14 @@ impl LiveSession {
         program_args: &[&str],
         umask: Option<libc::mode_t>,
     ) -> LiveSession {
-        LiveSession::start_with(fixture, program_args, umask, PATIENCE)
+        LiveSession::start_with(
+            fixture,
+            program_args,
+            &Options {
+                umask,
+                ..Options::default()
+            },
+        )
     }
 
     /// [`LiveSession::start`] giving the first build `first_build` (registry dependencies that
@@ -42,17 +49,35 @@ impl LiveSession {
         program_args: &[&str],
         first_build: Duration,
     ) -> LiveSession {
-        LiveSession::start_with(fixture, program_args, None, first_build)
+        LiveSession::start_with(
+            fixture,
+            program_args,
+            &Options {
+                first_build,
+                ..Options::default()
+            },
+        )
     }
 
-    fn start_with(
+    /// [`LiveSession::start`] with these environment variables for hotpatch.
+    pub fn start_with_env(
         fixture: FixtureCrate,
         program_args: &[&str],
-        umask: Option<libc::mode_t>,
-        first_build: Duration,
+        env: &[(&str, &str)],
     ) -> LiveSession {
+        LiveSession::start_with(
+            fixture,
+            program_args,
+            &Options {
+                env,
+                ..Options::default()
+            },
+        )
+    }
+
+    fn start_with(fixture: FixtureCrate, program_args: &[&str], options: &Options) -> LiveSession {
         let manifest_path = fixture.manifest_path();
-        let launch = launch(&fixture, &manifest_path, program_args, umask, first_build);
+        let launch = launch(&fixture, &manifest_path, program_args, options);
         let mut session = Session::start(&launch).unwrap_or_else(|error| panic!("{error}"));
         session.patience = PATIENCE;
         let mut live = LiveSession { fixture, session };
@@ -64,8 +89,21 @@ impl LiveSession {
     /// waits), whose `hotpatch run` is gone, and waits until it is attached and watching. The
     /// program's lines still reach the session that started it.
     pub fn attach(fixture: FixtureCrate, pid: Option<u32>) -> LiveSession {
+        LiveSession::attach_with_env(fixture, pid, &[])
+    }
+
+    /// [`LiveSession::attach`] with these environment variables for hotpatch.
+    pub fn attach_with_env(
+        fixture: FixtureCrate,
+        pid: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> LiveSession {
         let manifest_path = fixture.manifest_path();
-        let session = Session::attach(&launch(&fixture, &manifest_path, &[], None, PATIENCE), pid)
+        let options = Options {
+            env,
+            ..Options::default()
+        };
+        let session = Session::attach(&launch(&fixture, &manifest_path, &[], &options), pid)
             .unwrap_or_else(|error| panic!("{error}"));
         LiveSession { fixture, session }
     }
@@ -126,14 +164,32 @@ impl DerefMut for LiveSession {
     }
 }
 
-/// What runs `fixture`'s program (through `manifest_path`, its manifest), `patience` for the
-/// first build and start.
+/// How a session starts besides its fixture and program arguments.
+struct Options<'a> {
+    /// The file mode creation mask hotpatch runs with (`None`: this process's).
+    umask: Option<libc::mode_t>,
+    /// The patience for the first build and start.
+    first_build: Duration,
+    /// Environment variables for hotpatch.
+    env: &'a [(&'a str, &'a str)],
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            umask: None,
+            first_build: PATIENCE,
+            env: &[],
+        }
+    }
+}
+
+/// What runs `fixture`'s program (through `manifest_path`, its manifest) as `options` say.
 fn launch<'a>(
     fixture: &'a FixtureCrate,
     manifest_path: &'a std::path::Path,
     program_args: &'a [&'a str],
-    umask: Option<libc::mode_t>,
-    patience: Duration,
+    options: &Options<'a>,
 ) -> Launch<'a> {
     Launch {
         hotpatch_exe: hotpatch_exe(),
@@ -141,8 +197,9 @@ fn launch<'a>(
         package: None,
         target_dir: &fixture.target_dir,
         program_args,
-        patience,
-        umask,
+        patience: options.first_build,
+        umask: options.umask,
+        env: options.env,
     }
 }
 

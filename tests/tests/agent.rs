@@ -80,6 +80,18 @@ impl Fixture {
         }
     }
 
+    /// What the program runs, as `Describe` (with `id`) answers it.
+    fn describe(&mut self, id: u64) -> Hello {
+        self.send(&Request::Describe { id });
+        match self.receive() {
+            Reply::State {
+                id: answered,
+                hello,
+            } if answered == id => hello,
+            other => panic!("expected the state, got {other:?}"),
+        }
+    }
+
     fn send(&mut self, request: &Request) {
         send(&mut self.agent.as_mut().unwrap().1, request).unwrap();
     }
@@ -261,6 +273,9 @@ fn safe_point_mode_applies_only_at_safe_points() {
         entries: Vec::new(),
         old_code: Vec::new(),
     });
+    // The agent answers while the patch waits: it says the patch is queued, nothing applied.
+    let state = app.describe(2);
+    assert_eq!((state.pending, state.generation), (vec![1], 0));
     // Until a safe point takes it, the patch waits: every call still runs the old code, and
     // each safe point before the agent has queued it finds nothing to apply.
     let mut safe_points = 0;
@@ -293,6 +308,12 @@ fn safe_point_mode_applies_only_at_safe_points() {
         }
     );
     assert_eq!(app.ask("word"), "word=new number=1");
+    let state = app.describe(3);
+    assert_eq!((&state.pending[..], state.generation), (&[][..], 1));
+    assert_eq!(
+        slot(&state, "word").current,
+        slot(&hello, "other_word").original
+    );
 }
 
 #[test]

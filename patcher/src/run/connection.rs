@@ -89,22 +89,27 @@ impl AppListener {
     }
 }
 
-/// A connected program.
+/// How long hotpatch waits for the hello of a program that connected.
+const HELLO_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A connected program. Requests go out from here; answers come back on a thread of their
+/// own ([`AppConnection::forward_replies`]), so hotpatch stays responsive while one is awaited.
 pub struct AppConnection {
     pub hello: Hello,
-    replies: BufReader<UnixStream>,
+    replies: Option<BufReader<UnixStream>>,
     requests: UnixStream,
     next_id: u64,
 }
 
 impl AppConnection {
     pub(super) fn handshake(stream: UnixStream) -> Result<AppConnection> {
-        stream
-            .set_nonblocking(false)
-            .context(|| "could not configure the connection".into())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .context(|| "could not configure the connection".into())?;
+        let configure = |stream: &UnixStream, timeout| {
+            stream
+                .set_nonblocking(false)
+                .and_then(|()| stream.set_read_timeout(timeout))
+                .context(|| "could not configure the connection".into())
+        };
+        configure(&stream, Some(HELLO_PATIENCE))?;
         let mut replies = BufReader::new(
             stream
                 .try_clone()
@@ -126,24 +131,46 @@ impl AppConnection {
                 hello.protocol_version
             )));
         }
+        // From here answers are awaited by the run loop, with its own patience.
+        configure(&stream, None)?;
         Ok(AppConnection {
             hello,
-            replies,
+            replies: Some(replies),
             requests: stream,
             next_id: 1,
         })
     }
 
-    /// Sends one patch and waits for the program's answer.
+    /// Passes each answer of the program to `deliver` on a thread of its own, then `None`
+    /// once the connection ends (or an answer is unreadable: the stream is then out of step).
+    /// Called once.
+    pub(super) fn forward_replies(
+        &mut self,
+        deliver: impl Fn(Option<Reply>) -> bool + Send + 'static,
+    ) {
+        let Some(mut replies) = self.replies.take() else {
+            return;
+        };
+        std::thread::spawn(move || {
+            while let Ok(Some(reply)) = receive::<Reply>(&mut replies) {
+                if !deliver(Some(reply)) {
+                    return;
+                }
+            }
+            deliver(None);
+        });
+    }
+
+    /// Sends one patch; its answer comes through [`AppConnection::forward_replies`] with the
+    /// id returned.
     pub fn apply(
         &mut self,
         image: Option<PatchImage>,
         updates: Vec<SlotUpdate>,
         entries: Vec<EntryChange>,
         old_code: Vec<Range<u64>>,
-    ) -> Result<Reply> {
-        let id = self.next_id;
-        self.next_id += 1;
+    ) -> Result<u64> {
+        let id = self.next_id();
         let request = Request::Apply {
             id,
             image,
@@ -152,9 +179,20 @@ impl AppConnection {
             old_code,
         };
         send(&mut self.requests, &request).context(|| "could not send the patch".into())?;
-        match receive::<Reply>(&mut self.replies).context(|| "no answer from the program".into())? {
-            Some(reply) => Ok(reply),
-            None => Err(Error::new("the program closed the connection")),
-        }
+        Ok(id)
+    }
+
+    /// Asks what the program runs now; answered by a [`Reply::State`] with the id returned.
+    pub fn describe(&mut self) -> Result<u64> {
+        let id = self.next_id();
+        send(&mut self.requests, &Request::Describe { id })
+            .context(|| "could not ask the program for its state".into())?;
+        Ok(id)
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
     }
 }

@@ -16,11 +16,12 @@ mod watch;
 
 use crate::commands::args::CargoArgs;
 use crate::output::events::{Event, Reporter};
+use hotreload_abi::protocol::Reply;
 use linker_shim::{Error, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Instant;
 
 use crate::capture::build::locate;
@@ -60,6 +61,11 @@ enum Signal {
         status: Option<ExitStatus>,
     },
     Command(Request),
+    /// An answer of program number `run`'s agent; `None` once its connection ended.
+    Reply {
+        run: u64,
+        reply: Option<Reply>,
+    },
 }
 
 /// Runs `hotpatch run`; returns the program's exit code.
@@ -138,11 +144,36 @@ impl<'a> Runner<'a> {
     /// The main loop, until the program exits normally or the person quits.
     fn serve(&mut self) -> Result<ExitCode> {
         loop {
-            let signal = self
-                .incoming
-                .recv()
-                .map_err(|_| Error::new("lost track of the program"))?;
+            let deadline = self.patching().and_then(|patching| patching.deadline());
+            let signal = match deadline {
+                None => self
+                    .incoming
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => self
+                    .incoming
+                    .recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            let signal = match signal {
+                Ok(signal) => signal,
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(patching) = self.program.as_mut().and_then(|p| p.patching.as_mut())
+                    {
+                        patching.on_deadline(&self.reporter);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::new("lost track of the program"))
+                }
+            };
             match signal {
+                Signal::Reply { run, reply } => {
+                    let program = self.program.as_mut().filter(|p| p.run == run);
+                    if let Some(patching) = program.and_then(|p| p.patching.as_mut()) {
+                        patching.on_reply(reply, &self.reporter);
+                    }
+                }
                 Signal::SourcesChanged(files) => {
                     if let Some(patching) = self.program.as_mut().and_then(|p| p.patching.as_mut())
                     {
@@ -198,10 +229,20 @@ impl<'a> Runner<'a> {
         }
     }
 
+    fn patching(&self) -> Option<&patching::Patching> {
+        self.program.as_ref()?.patching.as_ref()
+    }
+
     fn rollback(&mut self) {
         let Some(patching) = self.program.as_mut().and_then(|p| p.patching.as_mut()) else {
             return;
         };
+        if patching.pending.is_some() {
+            return self.reporter.emit(Event::Warning {
+                message: "a patch still awaits the program's answer: undo once it is answered"
+                    .into(),
+            });
+        }
         match patching.session.rollback() {
             None => self.reporter.emit(Event::Warning {
                 message: "nothing to undo: no patch applied since the program started".into(),

@@ -26,11 +26,51 @@ pub(super) struct Patching {
     /// The directories watched.
     pub(super) watched: Vec<PathBuf>,
     _watcher: SourceWatcher,
+    /// The patch sent and not answered yet: only one is in flight at a time.
+    pub(super) pending: Option<Pending>,
+    /// Files saved while a patch was pending: patched once it is answered.
+    deferred: Vec<PathBuf>,
 }
 
+/// How long a patch may go unanswered before hotpatch says so and asks the program what it
+/// runs. Longer than a patch takes in immediate mode even at worst (2 s waiting for old code
+/// to leave the stacks, plus 5 s for a stop): what exceeds it waits for a safe point (or is
+/// stuck). `HOTPATCH_ANSWER_TIMEOUT_MS` overrides it, for tests.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn answer_timeout() -> Duration {
+    std::env::var("HOTPATCH_ANSWER_TIMEOUT_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(ANSWER_TIMEOUT, Duration::from_millis)
+}
+
+/// A patch whose outcome hotpatch does not know yet.
+pub(super) struct Pending {
+    /// The `Apply`'s id; `None` for patches an earlier hotpatch sent, whose answers went to it.
+    id: Option<u64>,
+    /// What was sent, to record and report when the answer comes.
+    sent: Option<Sent>,
+    /// When to ask the program for its state, unless the answer came.
+    ask_at: Option<Instant>,
+    /// The `Describe` awaited.
+    describe: Option<u64>,
+    /// Said already that the answer is late.
+    warned: bool,
+}
+
+struct Sent {
+    patch: PreparedPatch,
+    started: Instant,
+    at: Instant,
+}
+
+/// Starts patching program number `run` over `connection`: its answers and saved files come
+/// to the run loop through `signals`.
 pub(super) fn start_patching(
     outcome: &BuildOutcome,
-    connection: AppConnection,
+    mut connection: AppConnection,
+    run: u64,
     hotpatch_exe: &Path,
     signals: Sender<Signal>,
 ) -> Result<Patching> {
@@ -50,6 +90,16 @@ pub(super) fn start_patching(
     )?;
     session.warm_up();
     let watched = sources.directories();
+    let replies = signals.clone();
+    connection.forward_replies(move |reply| replies.send(Signal::Reply { run, reply }).is_ok());
+    // Patches an earlier hotpatch queued for a safe point: what runs changes once they apply.
+    let pending = (!connection.hello.pending.is_empty()).then(|| Pending {
+        id: None,
+        sent: None,
+        ask_at: Some(Instant::now()),
+        describe: None,
+        warned: false,
+    });
     let (changed, batches) = mpsc::channel();
     let watcher = watch(&watched, sources.files().cloned(), changed)?;
     std::thread::spawn(move || {
@@ -65,6 +115,8 @@ pub(super) fn start_patching(
         sources,
         watched,
         _watcher: watcher,
+        pending,
+        deferred: Vec::new(),
     })
 }
 
@@ -72,6 +124,10 @@ impl Patching {
     /// Patches what the saved `files` change, and records that edits saved before they
     /// arrived are handled (see [`Patching::saved_while_detached`]).
     pub(super) fn on_change(&mut self, files: &[PathBuf], reporter: &Reporter) {
+        if self.pending.is_some() {
+            self.deferred.extend_from_slice(files);
+            return;
+        }
         let arrived = SystemTime::now();
         self.handle_change(files, reporter);
         self.session.sources_handled(arrived);
@@ -185,64 +241,158 @@ impl Patching {
         }
     }
 
-    pub(super) fn deliver(
-        &mut self,
-        mut patch: PreparedPatch,
-        started: Instant,
-        reporter: &Reporter,
-    ) {
-        let sent = Instant::now();
+    /// Sends `patch`; its answer comes to [`Patching::on_reply`].
+    pub(super) fn deliver(&mut self, patch: PreparedPatch, started: Instant, reporter: &Reporter) {
         let image = self.session.image_for_runtime(&patch);
         let old_code = patch
             .old_code
             .iter()
             .map(|(_, code)| code.clone())
             .collect();
+        let at = Instant::now();
         match self.connection.apply(
             image,
             patch.updates.clone(),
             patch.entries.clone(),
             old_code,
         ) {
-            Ok(Reply::Applied {
-                generation,
-                stopped_us,
-                old_code_running,
-                ..
-            }) => {
-                self.session.applied(&patch);
-                let still_running = still_running_note(&patch, &old_code_running);
-                if patch.rollback {
-                    reporter.emit(Event::RolledBack { generation });
-                    if let Some(message) = still_running {
-                        reporter.emit(Event::Warning { message });
-                    }
-                } else {
-                    patch.plan.notes.extend(still_running);
-                    reporter.emit(Event::PatchApplied {
-                        load: sent.elapsed(),
-                        stopped: Duration::from_micros(stopped_us),
-                        total: started.elapsed(),
-                        generation,
-                        patch: &patch,
-                    });
-                }
+            Ok(id) => {
+                self.pending = Some(Pending {
+                    id: Some(id),
+                    sent: Some(Sent { patch, started, at }),
+                    ask_at: Some(at + answer_timeout()),
+                    describe: None,
+                    warned: false,
+                })
             }
-            Ok(Reply::Refused { reason, .. }) => reporter.emit(Event::refused(
-                RefusalKind::Runtime,
-                Vec::new(),
-                format!("the program refused the patch: {reason}"),
-            )),
-            Ok(other) => reporter.emit(Event::refused(
-                RefusalKind::Failed,
-                Vec::new(),
-                format!("unexpected answer from the program: {other:?}"),
-            )),
             Err(error) => reporter.emit(Event::refused(
                 RefusalKind::Failed,
                 Vec::new(),
                 error.to_string(),
             )),
+        }
+    }
+
+    /// When the run loop should call [`Patching::on_deadline`].
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.pending.as_ref()?.ask_at
+    }
+
+    /// The answer is late: says so (once), and asks the program what it runs.
+    pub(super) fn on_deadline(&mut self, reporter: &Reporter) {
+        let Some(pending) = self.pending.as_mut() else {
+            return;
+        };
+        if !pending.warned {
+            pending.warned = true;
+            let message = match pending.sent {
+                Some(_) => format!(
+                    "the program hasn't applied the patch within {} ms (safe-point mode? it applies patches only at its next safe point); hotpatch will resynchronise when it answers",
+                    answer_timeout().as_millis()
+                ),
+                None => "the program has a patch from an earlier hotpatch queued for its next safe point; edits wait until it is applied".into(),
+            };
+            reporter.emit(Event::Warning { message });
+        }
+        pending.ask_at = None;
+        match self.connection.describe() {
+            Ok(id) => pending.describe = Some(id),
+            // The program is gone or dropped us: its exit, or the connection's end, follows.
+            Err(error) => reporter.emit(Event::Warning {
+                message: error.to_string(),
+            }),
+        }
+    }
+
+    /// An answer of the program (`None`: the connection ended). Answers to anything but the
+    /// pending patch and its last `Describe` are stale, and dropped.
+    pub(super) fn on_reply(&mut self, reply: Option<Reply>, reporter: &Reporter) {
+        let Some(pending) = self.pending.as_mut() else {
+            return;
+        };
+        match reply {
+            Some(Reply::Applied {
+                id,
+                generation,
+                stopped_us,
+                old_code_running,
+            }) if pending.id == Some(id) => {
+                if let Some(sent) = self.pending.take().and_then(|pending| pending.sent) {
+                    self.applied(sent, generation, stopped_us, &old_code_running, reporter);
+                }
+            }
+            Some(Reply::Refused { id, reason }) if pending.id == Some(id) => {
+                self.pending = None;
+                reporter.emit(Event::refused(
+                    RefusalKind::Runtime,
+                    Vec::new(),
+                    format!("the program refused the patch: {reason}"),
+                ));
+            }
+            Some(Reply::State { id, hello }) if pending.describe == Some(id) => {
+                if !hello.pending.is_empty() {
+                    // Still queued: ask again later (an earlier hotpatch's patch is answered
+                    // to no one, so asking is how its end is seen).
+                    pending.ask_at = Some(Instant::now() + answer_timeout());
+                    return;
+                }
+                // Nothing queued, and the answer never came: the program's word is the truth.
+                self.pending = None;
+                let message = match self.session.resync(&hello) {
+                    Ok(()) => format!(
+                        "resynchronised with the program: it runs generation {} ({} patch images mapped)",
+                        hello.generation,
+                        hello.images.len()
+                    ),
+                    Err(error) => format!("could not resynchronise with the program: {error}"),
+                };
+                reporter.emit(Event::Warning { message });
+            }
+            Some(_) => return,
+            None => {
+                self.pending = None;
+                reporter.emit(Event::Warning {
+                    message: "the program closed the connection before answering the patch: what it runs is unknown until `hotpatch attach` asks it".into(),
+                });
+                return;
+            }
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        if !deferred.is_empty() {
+            self.on_change(&deferred, reporter);
+        }
+    }
+
+    /// Records and reports the patch the program applied as `generation`.
+    fn applied(
+        &mut self,
+        sent: Sent,
+        generation: u64,
+        stopped_us: u64,
+        old_code_running: &[u64],
+        reporter: &Reporter,
+    ) {
+        let Sent {
+            mut patch,
+            started,
+            at,
+        } = sent;
+        self.session.applied(&patch);
+        let still_running = still_running_note(&patch, old_code_running);
+        if patch.rollback {
+            reporter.emit(Event::RolledBack { generation });
+            if let Some(message) = still_running {
+                reporter.emit(Event::Warning { message });
+            }
+        } else {
+            patch.plan.notes.extend(still_running);
+            reporter.emit(Event::PatchApplied {
+                load: at.elapsed(),
+                stopped: Duration::from_micros(stopped_us),
+                total: started.elapsed(),
+                generation,
+                patch: &patch,
+            });
         }
     }
 }

@@ -87,6 +87,7 @@ impl Runner<'_> {
             start_patching(
                 &outcome,
                 connection,
+                run,
                 self.hotpatch_exe,
                 self.signals.clone(),
             )
@@ -154,6 +155,7 @@ impl Runner<'_> {
         let mut patching = start_patching(
             &outcome,
             connection,
+            run,
             self.hotpatch_exe,
             self.signals.clone(),
         )?;

@@ -207,10 +207,23 @@ impl Session {
             self.images_linked = self
                 .images_linked
                 .max(image_index(path).map_or(0, |i| i + 1));
-            // Mapped oldest first, so each next image goes above.
-            self.image_space
-                .claim(mapped.end.wrapping_sub(self.load_bias))?;
+            // Mapped oldest first, so each next image goes above; one this session placed
+            // already keeps its place.
+            let end = mapped.end.wrapping_sub(self.load_bias);
+            if end >= self.image_space.next_base() {
+                self.image_space.claim(end)?;
+            }
         }
+        for slot in &hello.slots {
+            let known = self
+                .slots
+                .values_mut()
+                .find(|known| known.slot == slot.slot);
+            if let Some(known) = known {
+                known.current = slot.current;
+            }
+        }
+        self.current = Targets::default();
         for (name, slot) in &self.slots {
             if slot.current != slot.original {
                 self.current
@@ -218,11 +231,11 @@ impl Session {
                     .insert(name.clone(), (slot.current, slot.fingerprint));
             }
         }
+        self.copies.jump_as(&hello.redirected);
         for redirect in &hello.redirected {
             let Some(target) = redirect.target else {
                 continue;
             };
-            self.copies.applied(&[*redirect]);
             let link_time = redirect.entry.wrapping_sub(self.load_bias);
             if let Some(function) = self.exe.function_at(link_time) {
                 self.current.entries.insert(function.to_owned(), target);
@@ -237,6 +250,14 @@ impl Session {
     pub fn warm_up(&mut self) {
         self.builds
             .warm_up(&self.store, &self.base, &self.hotpatch_exe);
+    }
+
+    /// Replaces what the session believes the program runs by what it says it runs
+    /// (`hello`, from a `Describe`): after an answer went missing, the program's word is the
+    /// truth, never a guess. Images stay known (a mapped image is never unmapped); undo starts
+    /// from here.
+    pub fn resync(&mut self, hello: &Hello) -> Result<(), Error> {
+        self.take_over(hello)
     }
 
     pub fn base(&self) -> &Revision {

@@ -100,6 +100,12 @@ impl EntryCopies {
         changes
     }
 
+    /// Forgets where entries jump: they jump as `redirected` says (what the program reports).
+    pub fn jump_as(&mut self, redirected: &[EntryChange]) {
+        self.jumps.clear();
+        self.applied(redirected);
+    }
+
     /// Records that the runtime wrote `changes`.
     pub fn applied(&mut self, changes: &[EntryChange]) {
         for change in changes {
