@@ -157,6 +157,7 @@ pub fn start_hotpatch_run(setup: &Setup, package: &str) -> Result<Session> {
         program_args: &[],
         patience: BUILD_PATIENCE,
         umask: None,
+        release: false,
     })
 }
 

@@ -27,6 +27,8 @@ mod no_dependency;
 mod recovery;
 #[path = "../fixtures/soak.rs"]
 mod soak;
+#[path = "../fixtures/start_checks.rs"]
+mod start_checks;
 #[path = "../fixtures/stress.rs"]
 mod stress;
 #[path = "../fixtures/third_party.rs"]

@@ -32,9 +32,26 @@ impl LiveSession {
         program_args: &[&str],
         umask: Option<libc::mode_t>,
     ) -> LiveSession {
+        LiveSession::start_launching(fixture, program_args, umask, false)
+    }
+
+    /// [`LiveSession::start`] with the program built by the release profile (`--release`).
+    pub fn start_release(fixture: FixtureCrate, program_args: &[&str]) -> LiveSession {
+        LiveSession::start_launching(fixture, program_args, None, true)
+    }
+
+    fn start_launching(
+        fixture: FixtureCrate,
+        program_args: &[&str],
+        umask: Option<libc::mode_t>,
+        release: bool,
+    ) -> LiveSession {
         let manifest_path = fixture.manifest_path();
-        let session = Session::start(&launch(&fixture, &manifest_path, program_args, umask))
-            .unwrap_or_else(|error| panic!("{error}"));
+        let launch = Launch {
+            release,
+            ..launch(&fixture, &manifest_path, program_args, umask)
+        };
+        let session = Session::start(&launch).unwrap_or_else(|error| panic!("{error}"));
         let mut live = LiveSession { fixture, session };
         live.line_where(|_| true);
         live
@@ -106,8 +123,9 @@ impl DerefMut for LiveSession {
     }
 }
 
-/// What runs `fixture`'s program (through `manifest_path`, its manifest).
-fn launch<'a>(
+/// What runs `fixture`'s program (through `manifest_path`, its manifest), with the dev
+/// profile.
+pub fn launch<'a>(
     fixture: &'a FixtureCrate,
     manifest_path: &'a std::path::Path,
     program_args: &'a [&'a str],
@@ -121,6 +139,7 @@ fn launch<'a>(
         program_args,
         patience: PATIENCE,
         umask,
+        release: false,
     }
 }
 
