@@ -25,6 +25,8 @@ mod missing_symbol;
 mod no_dependency;
 #[path = "../fixtures/recovery.rs"]
 mod recovery;
+#[path = "../fixtures/release_build.rs"]
+mod release_build;
 #[path = "../fixtures/soak.rs"]
 mod soak;
 #[path = "../fixtures/start_checks.rs"]
