@@ -170,7 +170,10 @@ fn a_second_edit_names_only_what_it_changed() {
         "{second:?}"
     );
     let line = session.line_where(on("main"));
-    assert_eq!((field(&line, "word"), field(&line, "shade")), ("first", "2"));
+    assert_eq!(
+        (field(&line, "word"), field(&line, "shade")),
+        ("first", "2")
+    );
 }
 
 #[test]
