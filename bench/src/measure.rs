@@ -158,6 +158,7 @@ pub fn start_hotpatch_run(setup: &Setup, package: &str) -> Result<Session> {
         patience: BUILD_PATIENCE,
         umask: None,
         env: &[],
+        release: false,
     })
 }
 

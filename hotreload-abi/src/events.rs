@@ -48,9 +48,14 @@ pub enum Event {
     PatchApplied {
         /// Patches applied to this program so far.
         generation: u64,
-        /// Demangled names of the functions the edit changed and added.
+        /// Demangled names of the functions this edit changed and added, relative to the
+        /// code running before it (the previous patch); instances of one generic keep the
+        /// hash that tells them apart (`app::f::h0123456789abcdef`).
         changed: Vec<String>,
         added: Vec<String>,
+        /// Demangled names of every function changed since the program started.
+        #[serde(default)]
+        changed_since_start: Vec<String>,
         /// Functions the image defines afresh (changed, added, and callers of functions that
         /// could not be redirected).
         relinked: usize,
@@ -238,6 +243,10 @@ mod tests {
                 generation: 1,
                 changed: vec!["demo::step::__hotreload_impl".into()],
                 added: vec![],
+                changed_since_start: vec![
+                    "demo::helper".into(),
+                    "demo::step::__hotreload_impl".into(),
+                ],
                 relinked: 1,
                 redirected: vec!["demo::helper".into()],
                 unreachable: vec!["demo::helper".into()],
@@ -257,7 +266,9 @@ mod tests {
                 ],
             },
             json!({"event": "patch-applied", "generation": 1,
-                   "changed": ["demo::step::__hotreload_impl"], "added": [], "relinked": 1,
+                   "changed": ["demo::step::__hotreload_impl"], "added": [],
+                   "changed_since_start": ["demo::helper", "demo::step::__hotreload_impl"],
+                   "relinked": 1,
                    "redirected": ["demo::helper"], "unreachable": ["demo::helper"],
                    "notes": ["`demo::main` changed"], "image": "/t/patch-0.so", "reused": false,
                    "ms": {"total": 370.2, "rustc": 334.0, "diff": 5.1, "link": 19.0, "load": 11.3,
@@ -269,6 +280,7 @@ mod tests {
                 generation: 2,
                 changed: vec![],
                 added: vec![],
+                changed_since_start: vec![],
                 relinked: 0,
                 redirected: vec![],
                 unreachable: vec![],
@@ -279,7 +291,7 @@ mod tests {
                 crates: vec![],
             },
             json!({"event": "patch-applied", "generation": 2, "changed": [], "added": [],
-                   "relinked": 0, "redirected": [], "unreachable": [], "notes": [],
+                   "changed_since_start": [], "relinked": 0, "redirected": [], "unreachable": [], "notes": [],
                    "image": null, "reused": true,
                    "ms": {"total": 0.0, "rustc": 0.0, "diff": 0.0, "link": 0.0, "load": 0.0,
                           "stopped": 0.0},

@@ -66,6 +66,8 @@ pub struct Launch<'a> {
     pub umask: Option<libc::mode_t>,
     /// Environment variables for hotpatch (and so the program).
     pub env: &'a [(&'a str, &'a str)],
+    /// Build with the release profile (`--release`).
+    pub release: bool,
 }
 
 /// A running `hotpatch run --message-format json` and the program under it.
@@ -315,11 +317,14 @@ impl Session {
 }
 
 /// `hotpatch SUBCOMMAND --message-format json` on `launch`'s project, under its umask.
-fn hotpatch_command(launch: &Launch, subcommand: &str) -> Command {
+pub fn hotpatch_command(launch: &Launch, subcommand: &str) -> Command {
     let mut command = Command::new(launch.hotpatch_exe);
     command
         .args([subcommand, "--message-format", "json"])
         .envs(launch.env.iter().copied());
+    if launch.release {
+        command.arg("--release");
+    }
     if let Some(mask) = launch.umask {
         // SAFETY: umask(2) is async-signal-safe and touches no memory: fine between fork
         // and exec.

@@ -27,8 +27,12 @@ mod missing_symbol;
 mod no_dependency;
 #[path = "../fixtures/recovery.rs"]
 mod recovery;
+#[path = "../fixtures/release_build.rs"]
+mod release_build;
 #[path = "../fixtures/soak.rs"]
 mod soak;
+#[path = "../fixtures/start_checks.rs"]
+mod start_checks;
 #[path = "../fixtures/stress.rs"]
 mod stress;
 #[path = "../fixtures/third_party.rs"]

@@ -59,6 +59,18 @@ impl LiveSession {
         )
     }
 
+    /// [`LiveSession::start`] with the program built by the release profile (`--release`).
+    pub fn start_release(fixture: FixtureCrate, program_args: &[&str]) -> LiveSession {
+        LiveSession::start_with(
+            fixture,
+            program_args,
+            &Options {
+                release: true,
+                ..Options::default()
+            },
+        )
+    }
+
     /// [`LiveSession::start`] with these environment variables for hotpatch.
     pub fn start_with_env(
         fixture: FixtureCrate,
@@ -165,13 +177,15 @@ impl DerefMut for LiveSession {
 }
 
 /// How a session starts besides its fixture and program arguments.
-struct Options<'a> {
+pub struct Options<'a> {
     /// The file mode creation mask hotpatch runs with (`None`: this process's).
-    umask: Option<libc::mode_t>,
+    pub umask: Option<libc::mode_t>,
     /// The patience for the first build and start.
-    first_build: Duration,
+    pub first_build: Duration,
     /// Environment variables for hotpatch.
-    env: &'a [(&'a str, &'a str)],
+    pub env: &'a [(&'a str, &'a str)],
+    /// Build with the release profile.
+    pub release: bool,
 }
 
 impl Default for Options<'_> {
@@ -180,12 +194,13 @@ impl Default for Options<'_> {
             umask: None,
             first_build: PATIENCE,
             env: &[],
+            release: false,
         }
     }
 }
 
 /// What runs `fixture`'s program (through `manifest_path`, its manifest) as `options` say.
-fn launch<'a>(
+pub fn launch<'a>(
     fixture: &'a FixtureCrate,
     manifest_path: &'a std::path::Path,
     program_args: &'a [&'a str],
@@ -200,6 +215,7 @@ fn launch<'a>(
         patience: options.first_build,
         umask: options.umask,
         env: options.env,
+        release: options.release,
     }
 }
 

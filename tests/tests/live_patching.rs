@@ -147,6 +147,36 @@ fn ten_edits_in_a_row_each_cumulative_against_the_base() {
 }
 
 #[test]
+fn a_second_edit_names_only_what_it_changed() {
+    let mut session = start("live-second");
+    session.line_where(on("main"));
+    session.edit("word=alpha", "word=first");
+    let second = session.edit(
+        "fn shade() -> u32 {\n    1\n}",
+        "fn shade() -> u32 {\n    2\n}",
+    );
+    let Event::PatchApplied {
+        changed,
+        changed_since_start,
+        ..
+    } = &second
+    else {
+        panic!("not patch-applied: {second:?}")
+    };
+    assert_eq!(changed, &["live_second::shade"], "{second:?}");
+    assert_eq!(
+        changed_since_start,
+        &["live_second::frame::__hotreload_impl", "live_second::shade"],
+        "{second:?}"
+    );
+    let line = session.line_where(on("main"));
+    assert_eq!(
+        (field(&line, "word"), field(&line, "shade")),
+        ("first", "2")
+    );
+}
+
+#[test]
 fn panic_in_patched_code_is_caught_by_the_original_caller() {
     let mut session = start("live-panic");
     assert_eq!(session.line_where(|l| l.starts_with("risky=")), "risky=8");

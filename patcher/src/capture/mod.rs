@@ -3,6 +3,7 @@
 //! that later patches are compiled against and diffed with.
 
 pub mod build;
+pub mod fit;
 pub mod roles;
 pub mod workspace;
 pub(crate) mod wrapper;

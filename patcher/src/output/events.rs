@@ -150,10 +150,11 @@ impl Reporter {
                     .map(|build| format!("{} {:.0}", build.name, millis(build.duration)))
                     .collect();
                 let mut line = format!(
-                    "{:>12} {program}: {} changed, {} added in {:.0} ms (rustc {:.0} [{}], diff {:.0}, link {:.0}, load {:.0})",
+                    "{:>12} {program}: {} changed, {} added in this edit ({} changed since start) in {:.0} ms (rustc {:.0} [{}], diff {:.0}, link {:.0}, load {:.0})",
                     "Patched",
                     patch.plan.changed.len(),
                     patch.plan.added.len(),
+                    patch.plan.changed_since_start.len(),
                     millis(*total),
                     millis(patch.timings.rustc),
                     crates.join(", "),
@@ -220,6 +221,7 @@ fn typed(event: &Event<'_>) -> abi::Event {
             generation: *generation,
             changed: patch.plan.changed.clone(),
             added: patch.plan.added.clone(),
+            changed_since_start: patch.plan.changed_since_start.clone(),
             relinked: patch.plan.relinked.len(),
             redirected: patch
                 .plan

@@ -23,6 +23,8 @@ pub struct SymbolChange {
     pub demangled: String,
     pub kind: SymbolKind,
     pub status: ChangeStatus,
+    /// Its contents' fingerprint, in the new revision (the old one if it was removed).
+    pub fingerprint: u64,
     /// Where the symbol is defined: in the new revision, or the old one if it was removed.
     pub definitions: Vec<Definition>,
 }
@@ -69,6 +71,25 @@ pub fn diff(old: &Revision, new: &Revision) -> Result<SymbolDiff> {
 /// `_ZN3app4main17h0123456789abcdefE` → `app::main`.
 pub fn demangle(mangled: &str) -> String {
     format!("{:#}", rustc_demangle::demangle(mangled))
+}
+
+/// Demangled names of `mangled`, in order, told apart: the instances of a generic (legacy
+/// mangling names them all `app::f`) keep the hash that distinguishes them
+/// (`app::f::h0123456789abcdef`).
+pub fn distinct_names<'a>(mangled: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mangled: Vec<&str> = mangled.into_iter().collect();
+    let short: Vec<String> = mangled.iter().map(|name| demangle(name)).collect();
+    short
+        .iter()
+        .zip(&mangled)
+        .map(|(name, full)| {
+            if short.iter().filter(|other| *other == name).count() > 1 {
+                rustc_demangle::demangle(full).to_string()
+            } else {
+                name.clone()
+            }
+        })
+        .collect()
 }
 
 impl SymbolDiff {
@@ -171,6 +192,7 @@ fn change(symbol: &IndexedSymbol, status: ChangeStatus) -> SymbolChange {
         demangled: demangle(&symbol.name),
         kind: symbol.kind,
         status,
+        fingerprint: symbol.fingerprint,
         definitions: symbol.definitions.clone(),
     }
 }
@@ -233,7 +255,9 @@ fn renamed_data(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::objects::symbols::synthetic::{function, index, mangled, symbol};
+    use crate::pipeline::objects::symbols::synthetic::{
+        function, index, mangled, mangled_with_hash, symbol,
+    };
 
     fn names(diff: &SymbolDiff, status: ChangeStatus) -> Vec<&str> {
         diff.with_status(status)
@@ -264,6 +288,21 @@ mod tests {
         assert!(diff.layout_changes.is_empty());
         let removed = diff.with_status(ChangeStatus::Removed).next().unwrap();
         assert_eq!(removed.definitions, old[2].definitions);
+    }
+
+    #[test]
+    fn instances_of_a_generic_keep_their_hash() {
+        let one = mangled_with_hash("app::f", 1);
+        let two = mangled_with_hash("app::f", 2);
+        let other = mangled("app::g");
+        assert_eq!(
+            distinct_names([one.as_str(), two.as_str(), other.as_str()]),
+            [
+                "app::f::h0000000000000001",
+                "app::f::h0000000000000002",
+                "app::g"
+            ]
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use linker_shim::{Error, Revision};
 use objects::exe::BaseExecutable;
 use objects::registry::implementation_fingerprints;
 use objects::symbols::SymbolIndex;
-use plan::{plan, EntryPolicy, PatchPlan, Refusal};
+use plan::{narrow_to_edit, plan, EntryPolicy, PatchPlan, Refusal};
 use recompile::crates::CrateIndex;
 use recompile::{recompile_edit, RecompileError};
 use std::collections::BTreeSet;
@@ -52,9 +52,12 @@ pub fn prepare(
     let diff = SymbolDiff::between(&session.base_index, &index);
     let Some(mut plan) = plan(&diff, &RunningEntries::of(session))? else {
         // Back to the base: everything runs its original code again.
-        let patch = session.towards(Targets::default(), None, PatchPlan::default(), timings);
+        let mut plan = PatchPlan::default();
+        narrow_to_edit(&mut plan, session.running_functions(), &session.base_index);
+        let patch = session.towards(Targets::default(), None, plan, timings);
         return Ok(patch.unless_empty());
     };
+    narrow_to_edit(&mut plan, session.running_functions(), &session.base_index);
     check_layouts(&session.base_layouts, &objects, &index, &plan)?;
     timings.diff = started.elapsed();
     plan.content = plan_content(&plan, &index);
@@ -104,7 +107,7 @@ fn targets_in(
     if targets.is_original() {
         return Err(Refused {
             kind: RefusalKind::Unreachable,
-            items: plan.changed.clone(),
+            items: plan.changed_since_start.clone(),
             reason: "the changed code is reached only from #[hotreload] functions the edit added, which nothing running calls yet: restart".into(),
         });
     }

@@ -12,8 +12,10 @@
 //! is relinked too (an unchanged caller calls the old callee by address).
 
 use crate::pipeline::check::layout::TypeLayoutChange;
-use crate::pipeline::diff::{demangle, ChangeStatus, LayoutChange, SymbolDiff};
-use crate::pipeline::objects::symbols::SymbolKind;
+use crate::pipeline::diff::{
+    demangle, distinct_names, ChangeStatus, LayoutChange, SymbolChange, SymbolDiff,
+};
+use crate::pipeline::objects::symbols::{SymbolIndex, SymbolKind};
 use hotreload_abi::events::RefusalKind;
 use hotreload_abi::slot::is_slot_implementation;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,9 +37,16 @@ pub struct PatchPlan {
     pub added_data: BTreeSet<String>,
     /// Objects of the new revision that define something in `relinked` or `added_data`.
     pub objects: BTreeSet<PathBuf>,
-    /// Demangled names, for reports.
+    /// Demangled names ([`distinct_names`]) of the functions this edit changed and added:
+    /// against the diff's old revision, until [`narrow_to_edit`] compares them with the
+    /// code running before the edit.
     pub changed: Vec<String>,
     pub added: Vec<String>,
+    /// Demangled names of every function changed since the program started (the base).
+    pub changed_since_start: Vec<String>,
+    /// Every function changed or added since the base, with its fingerprint in this build:
+    /// what runs once the patch is applied, for the next edit to be compared with.
+    pub functions: BTreeMap<String, u64>,
     /// Changed functions neither redirected nor reached through their callers: their callers
     /// keep the old code.
     pub unreachable: Vec<String>,
@@ -265,14 +274,52 @@ pub fn plan(diff: &SymbolDiff, entries: &dyn EntryPolicy) -> Result<Option<Patch
                 .extend(defined.iter().map(|d| d.object.clone()));
         }
     }
-    plan.changed = changed.iter().map(|s| s.demangled.clone()).collect();
-    plan.added = added
+    let added_functions: Vec<&SymbolChange> = added
         .iter()
+        .copied()
         .filter(|s| s.kind == SymbolKind::Function)
-        .map(|s| s.demangled.clone())
+        .collect();
+    plan.changed = distinct_names(changed.iter().map(|s| s.mangled.as_str()));
+    plan.added = distinct_names(added_functions.iter().map(|s| s.mangled.as_str()));
+    plan.changed_since_start = plan.changed.clone();
+    plan.functions = changed
+        .iter()
+        .chain(&added_functions)
+        .map(|s| (s.mangled.clone(), s.fingerprint))
         .collect();
     plan.unreachable = unreachable.into_iter().map(|(name, _)| name).collect();
     Ok(Some(plan))
+}
+
+/// Narrows `plan`'s `changed` and `added` to what this edit changed relative to the code
+/// running before it: `before` is the [`PatchPlan::functions`] of the patch running now
+/// (empty at the base), `base` the base's index. A function an earlier patch changed and
+/// this edit brought back to the base's code changed too.
+pub fn narrow_to_edit(plan: &mut PatchPlan, before: &BTreeMap<String, u64>, base: &SymbolIndex) {
+    let running = |name: &str| {
+        before
+            .get(name)
+            .copied()
+            .or_else(|| base.get(name).map(|symbol| symbol.fingerprint))
+    };
+    let mut changed = Vec::new();
+    let mut added = Vec::new();
+    for (name, &fingerprint) in &plan.functions {
+        match running(name) {
+            None => added.push(name.as_str()),
+            Some(previous) if previous != fingerprint => changed.push(name.as_str()),
+            Some(_) => {}
+        }
+    }
+    changed.extend(
+        before
+            .keys()
+            .filter(|name| !plan.functions.contains_key(*name) && base.get(name).is_some())
+            .map(String::as_str),
+    );
+    changed.sort_unstable();
+    plan.changed = distinct_names(changed);
+    plan.added = distinct_names(added);
 }
 
 #[cfg(test)]
@@ -551,5 +598,47 @@ mod tests {
             "{:?}",
             plan.notes
         );
+    }
+
+    #[test]
+    fn an_edit_names_what_it_changed_since_the_code_running_before_it() {
+        let base = [function("app::f"), function("app::g"), function("app::h")];
+        let edit = |new: &[IndexedSymbol], before: &BTreeMap<String, u64>| {
+            let mut plan = plan_between(&base, new, &Entries::default())
+                .unwrap()
+                .unwrap();
+            narrow_to_edit(&mut plan, before, &index(&base));
+            plan
+        };
+        let f1 = function("app::f").version(1);
+        let first = edit(
+            &[f1.clone(), function("app::g"), function("app::fresh")],
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            (first.changed.as_slice(), first.added.as_slice()),
+            (&["app::f".to_string()][..], &["app::fresh".to_string()][..])
+        );
+
+        // f as the first patch left it, g edited now: only g is this edit's.
+        let second = edit(
+            &[f1, function("app::g").version(2), function("app::fresh")],
+            &first.functions,
+        );
+        assert_eq!(second.changed, ["app::g"]);
+        assert!(second.added.is_empty(), "{:?}", second.added);
+        assert_eq!(second.changed_since_start, ["app::f", "app::g"]);
+
+        // f back to the base's code: a change of this edit too.
+        let third = edit(
+            &[
+                function("app::f"),
+                function("app::g").version(2),
+                function("app::fresh"),
+            ],
+            &second.functions,
+        );
+        assert_eq!(third.changed, ["app::f"]);
+        assert_eq!(third.changed_since_start, ["app::g"]);
     }
 }

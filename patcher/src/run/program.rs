@@ -8,6 +8,7 @@ use super::patching::{start_patching, Patching};
 use super::preload::provide_agent;
 use super::{Runner, Signal};
 use crate::capture::build::{build, recorded_build, BuildOutcome, Located};
+use crate::capture::fit;
 use crate::leftovers::has_ended;
 use crate::output::events::Event;
 use hotreload_abi::protocol::SOCKET_ENV;
@@ -42,6 +43,9 @@ impl Runner<'_> {
         self.reporter.program = outcome.target.name.clone();
         self.reporter
             .emit(Event::BuildFinished { outcome: &outcome });
+        for message in fit::check(&outcome)? {
+            self.reporter.emit(Event::Warning { message });
+        }
         if self.runs == 0 {
             self.mention_waiting_programs(&outcome);
         }

@@ -97,6 +97,9 @@ pub struct Session {
     /// What ran after each applied patch, oldest first (the base is the original state):
     /// what a rollback returns to.
     history: Vec<Targets>,
+    /// Beside each entry of `history`: the functions that differed from the base then, with
+    /// their fingerprints ([`PatchPlan::functions`]), which the next edit is compared with.
+    functions_history: Vec<BTreeMap<String, u64>>,
     /// Every mapped copy of each redirected function and where its entry jumps.
     copies: EntryCopies,
     /// Images already mapped in the program, by the content of the plan that made them, with
@@ -185,6 +188,7 @@ impl Session {
             slots,
             current: Targets::default(),
             history: vec![Targets::default()],
+            functions_history: vec![BTreeMap::new()],
             copies: EntryCopies::default(),
             mapped_images: HashMap::new(),
             image_code: HashMap::new(),
@@ -242,6 +246,9 @@ impl Session {
             }
         }
         self.history = vec![self.current.clone()];
+        // What the images hold is not known by fingerprint: the first edit is named against
+        // the base.
+        self.functions_history = vec![BTreeMap::new()];
         Ok(())
     }
 
@@ -298,6 +305,13 @@ impl Session {
             .ok()
             .and_then(|text| text.trim().parse().ok())
             .unwrap_or(self.base.created_unix_ms)
+    }
+
+    /// The functions that differ from the base in the code running now, with fingerprints.
+    pub(crate) fn running_functions(&self) -> &BTreeMap<String, u64> {
+        self.functions_history
+            .last()
+            .expect("the history starts with the base")
     }
 
     /// What an earlier, still-mapped image with the same plan content provides.
@@ -402,8 +416,10 @@ impl Session {
     pub fn applied(&mut self, patch: &PreparedPatch) {
         if patch.rollback {
             self.history.pop();
+            self.functions_history.pop();
         } else {
             self.history.push(patch.targets.clone());
+            self.functions_history.push(patch.plan.functions.clone());
         }
         self.current = patch.targets.clone();
         if let Some(image) = &patch.image {

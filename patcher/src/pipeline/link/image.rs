@@ -11,7 +11,7 @@
 use crate::pipeline::link::rewrite::{rewrite_object, BindingContext, BIND_PREFIX};
 use crate::pipeline::objects::exe::{BaseExecutable, ExeSymbolKind};
 use crate::pipeline::objects::file::with_object;
-use crate::pipeline::objects::symbols::is_anonymous;
+use crate::pipeline::objects::symbols::{canonical_name, is_anonymous};
 use linker_shim::{Context, Error, Result, RevisionId};
 use object::elf::PT_TLS;
 use object::read::elf::{ElfFile64, ProgramHeader};
@@ -181,7 +181,8 @@ pub struct LinkedImage {
     pub path: PathBuf,
     /// Link-time code of each entry point: `[address, address + size)`.
     pub entries: BTreeMap<String, Range<u64>>,
-    /// Data symbols the image defines (for later patches to bind to), with addresses.
+    /// Data symbols the image defines (for later patches to bind to), by canonical name,
+    /// with addresses.
     pub data: HashMap<String, u64>,
     /// `hotreload_abi::protocol::checksum` of the file, for the runtime to verify.
     pub checksum: u64,
@@ -332,14 +333,19 @@ fn global_bindings_of(
         if name.is_empty()
             || name.starts_with(BIND_PREFIX)
             || is_anonymous(name)
-            || request.relinked.contains(name)
+            || request.relinked.contains(canonical_name(name))
         {
             continue;
         }
+        // Bound under the object's own spelling: a release build's `f.llvm.<hash>` is
+        // defined at the executable's `f.llvm.<other hash>`.
         let address = match request.exe.symbol(name) {
             Some(s) if s.kind != ExeSymbolKind::ThreadLocal => Some(s.address),
             Some(_) => None,
-            None => request.earlier_patch_data.get(name).copied(),
+            None => request
+                .earlier_patch_data
+                .get(canonical_name(name))
+                .copied(),
         };
         if let Some(address) = address {
             bindings.insert(name.to_string(), address);
@@ -417,7 +423,7 @@ fn defined_symbols(
             && exe.symbol(name).is_none()
             && !is_anonymous(name)
         {
-            data.insert(name.to_string(), symbol.address());
+            data.insert(canonical_name(name).to_string(), symbol.address());
         }
     }
     (entries, data)
@@ -429,7 +435,8 @@ pub struct MappedImage {
     /// Link-time code of each global function that is also the executable's: every copy a
     /// pointer may have been taken to.
     pub functions: BTreeMap<String, Range<u64>>,
-    /// Data symbols it defines (for later patches to bind to), with addresses.
+    /// Data symbols it defines (for later patches to bind to), by canonical name, with
+    /// addresses.
     pub data: HashMap<String, u64>,
 }
 

@@ -10,12 +10,15 @@
 //!   value: the `%fs` offset is written into the code and the relocation dropped (for
 //!   GOTTPOFF the initial-exec load is relaxed to local-exec by hand);
 //! - the `#[hotreload]` implementations that become slot targets are LOCAL, so they are made
-//!   global: the image link keeps them (`-u`) and the patcher finds their address.
+//!   global: the image link keeps them (`-u`) and the patcher finds their address. Entry
+//!   points lose a ThinLTO `.llvm.<hash>` suffix (in every object, references included), so
+//!   they are found by the name the plan knows them by.
 //!
 //! COMDAT groups are dropped (their signature indices would go stale when symbols are
 //! reordered); the executable already holds the one instance of their contents.
 
 use crate::pipeline::objects::exe::{BaseExecutable, ExeSymbolKind};
+use crate::pipeline::objects::symbols::canonical_name;
 use linker_shim::{Context, Error, Result};
 use object::build::elf::{Builder, SectionData, SymbolId};
 use object::elf;
@@ -28,10 +31,11 @@ pub const BIND_PREFIX: &str = "hotpatch.bind.";
 /// What the rewrite needs to know about the running program.
 pub struct BindingContext<'a> {
     pub exe: &'a BaseExecutable,
-    /// Data added by earlier patches that are still mapped: name → link-time address.
+    /// Data added by earlier patches that are still mapped: canonical name → link-time
+    /// address.
     pub earlier_patch_data: &'a HashMap<String, u64>,
     /// Functions the program will be pointed at (slot implementations, redirected
-    /// functions): made global so the image reports their addresses.
+    /// functions), by canonical name: made global so the image reports their addresses.
     pub entry_points: &'a HashSet<String>,
 }
 
@@ -40,7 +44,7 @@ impl BindingContext<'_> {
     pub fn running_data(&self, name: &str) -> Option<u64> {
         match self.exe.symbol(name) {
             Some(symbol) if symbol.kind == ExeSymbolKind::Data => Some(symbol.address),
-            _ => self.earlier_patch_data.get(name).copied(),
+            _ => self.earlier_patch_data.get(canonical_name(name)).copied(),
         }
     }
 }
@@ -102,11 +106,15 @@ pub fn rewrite_object(
     }
     builder.delete_orphans();
     for symbol in builder.symbols.iter_mut() {
-        if symbol.st_bind() == elf::STB_LOCAL
-            && context
-                .entry_points
-                .contains(&*String::from_utf8_lossy(&symbol.name))
-        {
+        let name = String::from_utf8_lossy(&symbol.name).into_owned();
+        let canonical = canonical_name(&name);
+        if !context.entry_points.contains(canonical) {
+            continue;
+        }
+        if canonical != name {
+            symbol.name = canonical.as_bytes().to_vec().into();
+        }
+        if symbol.st_bind() == elf::STB_LOCAL {
             symbol.set_st_info(elf::STB_GLOBAL, symbol.st_type());
             symbol.st_other = elf::STV_HIDDEN;
         }

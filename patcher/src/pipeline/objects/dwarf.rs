@@ -6,6 +6,7 @@
 //! hold zeros where offsets into `.debug_str`, `.debug_abbrev` or `.debug_line` belong: the
 //! relocations are applied while reading.
 
+use super::symbols::canonical_name;
 use super::type_layout::{Discriminant, Field, Layout, Shape, Variant};
 use gimli::constants::*;
 use gimli::{
@@ -437,7 +438,7 @@ impl UnitTypes<'_> {
                     self.note_namespace_file(die, file, found);
                 }
             }
-            let Some(linkage_name) = self.linkage_name(die) else {
+            let Some(linkage_name) = self.linkage_name(die).map(canonical_name) else {
                 continue;
             };
             if is_function {

@@ -3,7 +3,10 @@
 //!
 //! A dev-profile executable keeps `.symtab`, with Rust items as LOCAL symbols (the linker
 //! demotes hidden ones); `.dynsym` has none of them, so `.symtab` is the source of truth.
+//! Symbols are known by their [`canonical_name`], as in the objects' index: a release
+//! build's `f.llvm.<hash>` is `f`, whatever hash the patch's build gave it.
 
+use super::symbols::canonical_name;
 use hotreload_abi::protocol::AGENT_STATIC_PATH;
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 use linker_shim::{Context, Error, Result};
@@ -79,7 +82,8 @@ impl std::fmt::Display for NotRedirectable {
 pub struct BaseExecutable {
     pub path: PathBuf,
     pub build_id: String,
-    /// Names defined exactly once (a name defined at two addresses can't be bound to).
+    /// Canonical names defined exactly once (a name defined at two addresses can't be bound
+    /// to).
     symbols: HashMap<String, ExeSymbol>,
     functions_by_address: HashMap<u64, String>,
     /// How many differently named functions start at each address (std has aliases).
@@ -146,6 +150,7 @@ impl BaseExecutable {
             if name.is_empty() {
                 continue;
             }
+            let name = canonical_name(name);
             let entry = ExeSymbol {
                 address: symbol.address(),
                 size: symbol.size(),
@@ -198,12 +203,14 @@ impl BaseExecutable {
         })
     }
 
-    /// The uniquely named symbol `name`, if the executable has one.
+    /// The uniquely named symbol `name` (any `.llvm.<hash>` suffix ignored), if the
+    /// executable has one.
     pub fn symbol(&self, name: &str) -> Option<&ExeSymbol> {
-        self.symbols.get(name)
+        self.symbols.get(canonical_name(name))
     }
 
-    /// The function starting at link-time `address` (used to name a slot's implementation).
+    /// The function starting at link-time `address`, by canonical name (used to name a
+    /// slot's implementation).
     pub fn function_at(&self, address: u64) -> Option<&str> {
         self.functions_by_address.get(&address).map(String::as_str)
     }

@@ -3,13 +3,14 @@
 //! running slot's, so an edit that changed a signature is refused instead of miscalled.
 
 use super::cache::RevisionObjects;
+use super::symbols::canonical_name;
 use hotreload_abi::slot::{ENTRY_SIZE, FINGERPRINT_OFFSET, ORIGINAL_OFFSET, SECTION};
 use linker_shim::{Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-/// Implementation symbol (mangled) → fingerprint, for every registry entry of the objects
+/// Implementation symbol (mangled, canonical) → fingerprint, for every registry entry of the objects
 /// at `paths` among `objects`.
 pub fn implementation_fingerprints(
     objects: &RevisionObjects,
@@ -54,9 +55,12 @@ pub(crate) fn registry_fingerprints(
                         s.name()
                             .ok()
                             .and_then(|n| n.strip_prefix(".text."))
-                            .map(str::to_string)
+                            .map(|name| canonical_name(name).to_string())
                     }),
-                _ => symbol.name().ok().map(str::to_string),
+                _ => symbol
+                    .name()
+                    .ok()
+                    .map(|name| canonical_name(name).to_string()),
             };
             let at = (start as usize) + FINGERPRINT_OFFSET;
             let (Some(name), Some(bytes)) = (name, contents.get(at..at + 8)) else {

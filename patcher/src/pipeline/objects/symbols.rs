@@ -6,6 +6,10 @@
 //! its name; anonymous data (`.Lanon.*`, string literals, `GCC_except_table*`, constants
 //! reached through section symbols) counts by its own contents, recursively, because its
 //! name is not stable from one build to the next.
+//!
+//! Symbols are known by their [`canonical_name`]: ThinLTO (the release profile's default
+//! thin-local LTO included) renames a LOCAL symbol used across codegen units to
+//! `<name>.llvm.<hash>`, with a hash that changes on every build.
 
 use super::cache::{ObjectCache, RevisionObjects, StoredObject};
 use linker_shim::{Error, Result, Revision};
@@ -122,6 +126,22 @@ impl SymbolIndex {
     }
 }
 
+/// `name` without the `.llvm.<hash>` suffix ThinLTO gives LOCAL symbols it promotes across
+/// codegen units: the hash is new on every build, so the base's `f.llvm.123` and a patch's
+/// `f.llvm.456` are the same `f`. Other names come back unchanged.
+pub fn canonical_name(name: &str) -> &str {
+    match name.rsplit_once(".llvm.") {
+        Some((stem, hash))
+            if !stem.is_empty()
+                && !hash.is_empty()
+                && hash.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            stem
+        }
+        _ => name,
+    }
+}
+
 /// Names whose spelling changes between builds; their contents identify them instead.
 pub fn is_anonymous(name: &str) -> bool {
     const PREFIXES: [&str; 6] = [
@@ -217,10 +237,11 @@ pub(crate) fn index_object(object: &object::File<'_>, path: &Path) -> Result<Vec
             kind,
             &mut references,
         );
-        references.remove(name);
+        let canonical = canonical_name(name);
+        references.remove(canonical);
         let references = references.into_iter().map(str::to_owned).collect();
         symbols.push(IndexedSymbol {
-            name: name.to_owned(),
+            name: canonical.to_owned(),
             kind,
             size: symbol.size(),
             section_class: section_class(&section_name, name),
@@ -260,7 +281,10 @@ impl<'data, 'file> ObjectAnalysis<'data, 'file> {
             if let (true, Ok(name), Some(section)) = (named, symbol.name(), symbol.section_index())
             {
                 if !is_anonymous(name) {
-                    owners.entry(section).or_default().push(name);
+                    owners
+                        .entry(section)
+                        .or_default()
+                        .push(canonical_name(name));
                 }
             }
         }
@@ -348,7 +372,7 @@ impl<'data, 'file> ObjectAnalysis<'data, 'file> {
                 let Ok(symbol) = self.file.symbol_by_index(index) else {
                     return "missing-symbol".hash(hasher);
                 };
-                let name = symbol.name().unwrap_or_default();
+                let name = canonical_name(symbol.name().unwrap_or_default());
                 match symbol.section_index() {
                     Some(section) if symbol.kind() == object::SymbolKind::Section => (section, 0),
                     Some(section) if is_anonymous(name) => (section, symbol.address()),
@@ -452,6 +476,19 @@ mod tests {
         }
         assert!(!is_anonymous("_ZN3app4main17h0123456789abcdefE"));
         assert!(!is_anonymous("DW.ref.rust_eh_personality"));
+    }
+
+    #[test]
+    fn thin_lto_suffixes_are_not_part_of_the_name() {
+        let slot = "_ZN3app6hot_fn16__HOTRELOAD_SLOT17h0123456789abcdefE";
+        assert_eq!(
+            canonical_name(&format!("{slot}.llvm.12714399453069335871")),
+            slot
+        );
+        assert_eq!(canonical_name(slot), slot);
+        for kept in ["a.llvm.", ".llvm.123", "a.llvm.12x", "a.llvm.1.2"] {
+            assert_eq!(canonical_name(kept), kept);
+        }
     }
 
     #[test]
