@@ -285,7 +285,8 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Waits for the child of `parent` named `name` (its `comm`) to appear; its pid.
+/// Waits for the child of `parent` named `name` (its `comm`) running at normal priority to
+/// appear; its pid.
 fn child_named(parent: u32, name: &str) -> u32 {
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -298,8 +299,11 @@ fn child_named(parent: u32, name: &str) -> u32 {
                 continue;
             };
             let comm = head.split_once(" (").map(|(_, comm)| comm);
-            let ppid = tail.split_whitespace().nth(1).and_then(|p| p.parse().ok());
-            if comm == Some(name) && ppid == Some(parent) {
+            let fields: Vec<&str> = tail.split_whitespace().collect();
+            let ppid = fields.get(1).and_then(|p| p.parse().ok());
+            // Not niced: the session's warm-up build runs niced, an edit's build doesn't.
+            let niceness = fields.get(16).and_then(|n| n.parse::<i32>().ok());
+            if comm == Some(name) && ppid == Some(parent) && niceness == Some(0) {
                 return entry.file_name().to_string_lossy().parse().unwrap();
             }
         }
