@@ -23,6 +23,8 @@ mod live_patching;
 /// Never linked: its `main` (dead code here) calls a symbol nothing defines.
 #[path = "../fixtures/missing_symbol.rs"]
 mod missing_symbol;
+#[path = "../fixtures/moved.rs"]
+mod moved;
 #[path = "../fixtures/no_dependency.rs"]
 mod no_dependency;
 #[path = "../fixtures/recovery.rs"]

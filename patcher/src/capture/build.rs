@@ -50,10 +50,12 @@ pub fn build(args: &CargoArgs, hotpatch_exe: &Path) -> Result<BuildOutcome> {
 
     let mut exe = cargo.run(&["build"])?;
     let mut build_id = read_build_id(&exe)?;
-    let mut revision = matching_revision(&store, &target, build_id.as_deref())?;
+    let mut revision = matching_revision(&store, &target, build_id.as_deref())?
+        .filter(|revision| recorded_here(revision, &store, &local_packages));
     if revision.is_none() {
         // Cargo considered the executable fresh, but its revision is gone (pruned, or the
-        // store was deleted): make cargo compile and link it again.
+        // store was deleted), or was recorded where the project was before it was moved or
+        // copied (its paths name the old place): make cargo compile and link it again.
         cargo.run(&["clean"])?;
         exe = cargo.run(&["build"])?;
         build_id = read_build_id(&exe)?;
@@ -142,6 +144,23 @@ fn local_invocations(
                     .is_some_and(|dir| local_packages.iter().any(|local| local == Path::new(dir)))
         })
         .collect())
+}
+
+/// True when `revision` was recorded for this checkout: its executable lies in `store`, and
+/// its binary crate was compiled from one of `local_packages`. A project moved or copied with
+/// its target directory keeps revisions whose paths name the old place.
+fn recorded_here(revision: &Revision, store: &Store, local_packages: &[PathBuf]) -> bool {
+    let manifest_dir = revision
+        .rustc
+        .as_ref()
+        .and_then(|invocation| invocation.env.get("CARGO_MANIFEST_DIR"));
+    // Compared resolved (a relative or symlinked `--target-dir`); an executable that is gone
+    // was recorded elsewhere.
+    let root = std::fs::canonicalize(store.root());
+    let exe = revision.exe.as_deref().map(std::fs::canonicalize);
+    matches!((exe, root), (Some(Ok(exe)), Ok(root)) if exe.starts_with(&root))
+        && manifest_dir
+            .is_some_and(|dir| local_packages.iter().any(|local| local == Path::new(dir)))
 }
 
 /// The newest stored revision of `target` whose executable has `build_id`.
