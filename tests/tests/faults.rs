@@ -1,5 +1,6 @@
 //! Faults at every step of a patch: a late answer (safe-point mode), hotpatch killed or quit
-//! while a patch is pending or while rustc runs, rustc killed, a full disk. Each time the
+//! while a patch is pending, while rustc runs or while the linker does, rustc killed, a full
+//! disk. Each time the
 //! program runs one consistent version (both halves of every line from the same edit), what
 //! hotpatch reports agrees with what it runs (its own generation counter), and the next save,
 //! run or attach carries on.
@@ -215,6 +216,27 @@ fn hotpatch_killed_during_rustc_leaves_the_old_code_and_attach_patches_the_edit(
 }
 
 #[test]
+fn hotpatch_killed_during_the_link_leaves_the_old_code_and_attach_patches_the_edit() {
+    let fixture = fixture("killed_during_link");
+    let mut first = LiveSession::start(fixture.clone(), &[]);
+    until_showing(&mut first, "v0");
+    edit_version(&fixture, "v0", "v1");
+    // The linker is hotpatch's child for the few milliseconds the link takes.
+    child_named(first.hotpatch_pid(), "ld.lld");
+    first.signal_hotpatch(libc::SIGKILL);
+    first.wait_hotpatch_exit();
+    let pid = first.pid;
+    wait_for_attach_socket(pid);
+    assert_eq!(showing_now(&mut first), "v0");
+
+    // The orphaned linker's half-written image is never used: the attach links its own.
+    let mut second = LiveSession::attach(fixture.clone(), Some(pid));
+    assert_eq!(applied_generation(second.event("patch-applied")), 1);
+    assert_eq!(until_showing(&mut first, "v1"), 1);
+    kill(pid);
+}
+
+#[test]
 fn a_full_disk_refuses_the_patch_by_name_and_freed_space_patches_again() {
     let fixture = fixture("full_disk");
     let mut session = LiveSession::start(fixture.clone(), &[]);
@@ -308,7 +330,8 @@ fn child_named(parent: u32, name: &str) -> u32 {
             }
         }
         assert!(Instant::now() < deadline, "no {name} child of {parent}");
-        std::thread::sleep(Duration::from_millis(1));
+        // Briefly: a link is over in milliseconds.
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 

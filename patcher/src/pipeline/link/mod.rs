@@ -18,7 +18,11 @@ pub fn link_patch(
     all_objects: &[std::path::PathBuf],
 ) -> Result<LinkedImage> {
     let index = session.images_linked;
-    let work_dir = session.patches_dir.join(format!("work-{index}"));
+    // Named after the build too: a hotpatch killed mid-link leaves its linker running on
+    // its own directory and file, which the next session's never share.
+    let work_dir = session
+        .patches_dir
+        .join(format!("work-{index}-{}", revision.id));
     let output = session
         .patches_dir
         .join(image_file_name(index, &revision.id));
