@@ -308,30 +308,36 @@ impl Drop for Tmpfs {
 }
 
 /// Waits for the child of `parent` named `name` (its `comm`) running at normal priority to
-/// appear; its pid.
+/// appear; its pid. Only `parent`'s children are looked at (`/proc/PID/task/TID/children`),
+/// so a poll is quick enough to catch a linker that runs for milliseconds.
 fn child_named(parent: u32, name: &str) -> u32 {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let tasks = std::fs::read_dir(format!("/proc/{parent}/task")).unwrap();
+        for task in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
                 continue;
             };
-            // pid (comm) state ppid …: comm may hold spaces, so split after the last ')'.
-            let Some((head, tail)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let comm = head.split_once(" (").map(|(_, comm)| comm);
-            let fields: Vec<&str> = tail.split_whitespace().collect();
-            let ppid = fields.get(1).and_then(|p| p.parse().ok());
-            // Not niced: the session's warm-up build runs niced, an edit's build doesn't.
-            let niceness = fields.get(16).and_then(|n| n.parse::<i32>().ok());
-            if comm == Some(name) && ppid == Some(parent) && niceness == Some(0) {
-                return entry.file_name().to_string_lossy().parse().unwrap();
+            for child in children.split_whitespace() {
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                    continue;
+                };
+                // pid (comm) state ppid …: comm may hold spaces, so split after the last ')'.
+                let Some((head, tail)) = stat.rsplit_once(')') else {
+                    continue;
+                };
+                let comm = head.split_once(" (").map(|(_, comm)| comm);
+                // Not niced: the session's warm-up build runs niced, an edit's build doesn't.
+                let niceness = tail
+                    .split_whitespace()
+                    .nth(16)
+                    .and_then(|n| n.parse::<i32>().ok());
+                if comm == Some(name) && niceness == Some(0) {
+                    return child.parse().unwrap();
+                }
             }
         }
         assert!(Instant::now() < deadline, "no {name} child of {parent}");
-        // Briefly: a link is over in milliseconds.
-        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
