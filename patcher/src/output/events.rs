@@ -115,21 +115,18 @@ impl Reporter {
     }
 
     pub fn emit(&self, event: Event<'_>) {
-        match self.format {
-            MessageFormat::Json => {
-                // Only a path that is not UTF-8 fails to serialise: say so rather than vanish.
-                let line = serde_json::to_string(&typed(&event)).unwrap_or_else(|error| {
-                    let message = format!("could not print an event: {error}");
-                    serde_json::to_string(&abi::Event::Warning { message })
-                        .expect("a string serialises")
-                });
-                if self.json_to_stdout {
-                    println!("{line}");
-                } else {
-                    eprintln!("{line}");
-                }
+        if self.format == MessageFormat::Json {
+            // Only a path that is not UTF-8 fails to serialise: say so rather than vanish.
+            let line = serde_json::to_string(&typed(&event)).unwrap_or_else(|error| {
+                let message = format!("could not print an event: {error}");
+                serde_json::to_string(&abi::Event::Warning { message })
+                    .expect("a string serialises")
+            });
+            if self.json_to_stdout {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
             }
-            MessageFormat::Human => {}
         }
         self.status.write(&self.human(&event));
     }

@@ -22,7 +22,7 @@ pub enum StatusMode {
     Auto,
     /// stderr, always (also over a full-screen UI)
     Stderr,
-    /// Only the session's log: `hotpatch log --follow` in another terminal
+    /// only the session's log: `hotpatch log --follow` in another terminal
     Log,
 }
 
