@@ -220,8 +220,9 @@ pub fn launch<'a>(
 }
 
 /// The directories a session of `hotpatch` (pid `hotpatch`) and its program (pid `program`)
-/// own: the sockets' in the temporary directory (hotpatch's, and the one the program listens
-/// on for `hotpatch attach` once hotpatch is gone), the patch images' in the store.
+/// own: the sockets' in the temporary directory (hotpatch's two, for the program and for
+/// `hotpatch restart|undo|quit`, and the one the program listens on for `hotpatch attach`
+/// once hotpatch is gone), the patch images' and the session's entry in the store.
 pub fn session_dirs(session: &LiveSession, hotpatch: u32, program: u32) -> Vec<PathBuf> {
     let socket_dirs = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
@@ -241,7 +242,15 @@ pub fn session_dirs(session: &LiveSession, hotpatch: u32, program: u32) -> Vec<P
                 .to_string_lossy()
                 .starts_with(&format!("{program}-"))
         });
-    socket_dirs.chain(image_dirs).map(|e| e.path()).collect()
+    let entry = session
+        .fixture
+        .target_dir
+        .join(format!("hotpatch/sessions/{hotpatch}"));
+    socket_dirs
+        .chain(image_dirs)
+        .map(|e| e.path())
+        .chain(entry.exists().then_some(entry))
+        .collect()
 }
 
 /// The value of `key=` in a `key=value key=value` line.

@@ -273,8 +273,8 @@ fn a_session_leaves_nothing_behind_when_it_quits_or_is_killed() {
     let (hotpatch, program) = (session.hotpatch_pid(), session.pid);
     assert_eq!(
         session_dirs(&session, hotpatch, program).len(),
-        2,
-        "a socket directory and an image directory while it runs"
+        4,
+        "two socket directories (the program's, the commands'), an image directory and the session's entry while it runs"
     );
     session.signal_hotpatch(libc::SIGTERM);
     session.wait_hotpatch_exit();
@@ -288,7 +288,7 @@ fn a_session_leaves_nothing_behind_when_it_quits_or_is_killed() {
     let mut killed = start("recovery-cleanup-killed");
     killed.edit("word=alpha", "word=beta");
     let (hotpatch, program) = (killed.hotpatch_pid(), killed.pid);
-    assert_eq!(session_dirs(&killed, hotpatch, program).len(), 2);
+    assert_eq!(session_dirs(&killed, hotpatch, program).len(), 4);
     killed.signal_hotpatch(libc::SIGKILL);
     killed.wait_hotpatch_exit();
     // SAFETY: kill(2) on the program this test started through hotpatch, now orphaned.

@@ -9,11 +9,7 @@ use std::process::ExitCode;
 
 pub fn execute(args: &CargoArgs) -> Result<ExitCode> {
     let outcome = build(args, &current_exe()?)?;
-    let reporter = Reporter {
-        format: args.output.message_format,
-        program: outcome.target.name.clone(),
-        json_to_stdout: true,
-    };
+    let reporter = Reporter::for_build(args.output.message_format, outcome.target.name.clone());
     reporter.emit(Event::BuildFinished { outcome: &outcome });
     Ok(ExitCode::SUCCESS)
 }

@@ -4,11 +4,13 @@
 pub mod args;
 mod attach;
 mod build;
+mod control;
 mod diff;
 pub mod revision_spec;
 mod revisions;
 mod run;
 
+use crate::run::Request;
 use clap::{Parser, Subcommand};
 use linker_shim::{Error, Result, Store, TargetKey};
 use std::process::ExitCode;
@@ -29,7 +31,8 @@ use std::process::ExitCode;
     after_help = "Typical session:\n  \
         hotpatch run                # build, start, watch (in your crate's directory)\n  \
         $EDITOR src/main.rs         # change a function body and save: the program runs it\n  \
-        r⏎ / u⏎ / q⏎                # restart from a fresh build / undo the last patch / quit"
+        hotpatch undo               # in another terminal: undo the last patch\n  \
+        hotpatch restart            # restart from a fresh build (`hotpatch quit`: stop)"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -70,13 +73,22 @@ pub enum Command {
         rolled-back, no-change, patch-refused, compile-error, warning, app-exited (their \
         fields: `hotreload_abi::events::Event`; patch-refused has a machine-readable `kind` \
         and `items` beside its `reason`).\n\n\
-        Commands: on a terminal type r⏎ (restart from a fresh build), u⏎ (undo the last \
-        patch) or q⏎ (quit); the program then gets no stdin unless --stdin-to-program. By \
-        signal, always: SIGUSR1 restarts, SIGUSR2 undoes, SIGINT/SIGTERM quit. A program that \
-        exits with status 0 ends the run with it; one that crashes waits for a restart.",
+        The program owns the terminal: it gets hotpatch's stdin, and hotpatch reads no keys, so \
+        a terminal UI or a program reading lines works as it does alone. Commands come from \
+        another terminal: `hotpatch restart` (from a fresh build), `hotpatch undo` (the last \
+        patch), `hotpatch quit`; or by signal: SIGUSR1 restarts, SIGUSR2 undoes, SIGINT/SIGTERM \
+        quit. With --keys hotpatch reads r⏎, u⏎ and q⏎ from stdin instead, and the program \
+        gets none: for programs that read no input.\n\n\
+        hotpatch's human lines go to its stderr, except while the program has switched the \
+        terminal to raw or no-echo mode, as every full-screen terminal UI does: they are held \
+        then (never drawn over its screen) and printed when it switches back or ends; \
+        `hotpatch log --follow` in another terminal shows them as they come (--status).\n\n\
+        A program that exits with status 0 ends the run with it; one that crashes waits for a \
+        restart.",
         after_help = "Examples:\n  \
         hotpatch run -p demo-app\n  \
-        hotpatch run --manifest-path ../game/Cargo.toml -- --level 3"
+        hotpatch run --manifest-path ../game/Cargo.toml -- --level 3\n  \
+        hotpatch run --keys         # a program that reads no input: r⏎ u⏎ q⏎ here"
     )]
     Run(run::RunArgs),
     /// Patch a program whose `hotpatch run` is gone, with its state kept
@@ -85,12 +97,45 @@ pub enum Command {
 
         A program started by `hotpatch run` outlives its hotpatch and waits for another: `hotpatch         attach` connects to it (only as the user it runs as), learns what it runs (the patches         applied, their images, the redirected functions), patches in the edits saved since, and         then watches and patches like `hotpatch run`. `hotpatch run` names such programs when it         starts. Without PID it attaches to the only waiting program of the selected binary.
 
-        q⏎ or SIGTERM lets go of the program, which runs on (attach again later); r⏎ restarts it         from a fresh build under this hotpatch; u⏎ undoes the patches applied since attaching.         Events (--message-format json) are `hotpatch run`'s, with attached and detached.",
+        q⏎ (read from a terminal's stdin), `hotpatch quit` or SIGTERM lets go of the program, which runs on (attach again later); r⏎, `hotpatch restart` or SIGUSR1 restarts it         from a fresh build under this hotpatch; u⏎, `hotpatch undo` or SIGUSR2 undoes the patches applied since attaching.         Events (--message-format json) are `hotpatch run`'s, with attached and detached.",
         after_help = "Examples:
           hotpatch attach             # the only waiting program of this crate's binary
           hotpatch attach 4242 -p demo-app"
     )]
     Attach(attach::AttachArgs),
+    /// Restart the program of a running `hotpatch run` from a fresh build
+    #[command(
+        long_about = "Restart the program of a running `hotpatch run` (or `attach`) from a \
+        fresh build: what r⏎ or SIGUSR1 do, from another terminal.\n\n\
+        The session is the only one running in the project's target directory, or the one of \
+        the target -p, --bin, --example and --release select. It is reached over its control \
+        socket (0600, in a directory only you can open), named in \
+        <target-dir>/hotpatch/sessions/<pid>/."
+    )]
+    Restart(control::ControlArgs),
+    /// Undo the last patch of a running `hotpatch run`
+    #[command(
+        long_about = "Undo the last patch of a running `hotpatch run` (or `attach`): what \
+        u⏎ or SIGUSR2 do, from another terminal. Repeatable down to the code the program \
+        started with. The session is found as for `hotpatch restart`."
+    )]
+    Undo(control::ControlArgs),
+    /// Stop the program of a running `hotpatch run`, and that hotpatch
+    #[command(
+        long_about = "Stop the program of a running `hotpatch run` and that hotpatch, which \
+        exits with the program's status: what q⏎ or SIGTERM do, from another terminal. A \
+        `hotpatch attach` lets go of its program instead. The session is found as for \
+        `hotpatch restart`."
+    )]
+    Quit(control::ControlArgs),
+    /// Print what a running `hotpatch run` said (its human lines)
+    #[command(
+        long_about = "Print what a running `hotpatch run` (or `attach`) said, as human \
+        lines, from its start: in another terminal while its program, a terminal UI, has the \
+        first. With --follow, new lines as they come, until the session ends. The session is \
+        found as for `hotpatch restart`."
+    )]
+    Log(control::LogArgs),
     /// List the revisions in the store
     Revisions(revisions::RevisionsArgs),
 }
@@ -104,6 +149,10 @@ impl Cli {
             Command::Revisions(args) => revisions::execute(&args),
             Command::Run(args) => run::execute(&args),
             Command::Attach(args) => attach::execute(&args),
+            Command::Restart(args) => control::execute(&args, Request::Restart),
+            Command::Undo(args) => control::execute(&args, Request::Rollback),
+            Command::Quit(args) => control::execute(&args, Request::Quit),
+            Command::Log(args) => control::log(&args),
         };
         result.unwrap_or_else(|error| {
             eprintln!("error: {error}");

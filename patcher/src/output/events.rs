@@ -1,11 +1,12 @@
 //! What `hotpatch run` and `hotpatch build` tell the person at the terminal (aligned,
 //! cargo-style lines) or a tool (`--message-format json`: one [`hotreload_abi::events::Event`]
 //! per line). `run` speaks on hotpatch's own stderr, so the program's stdout and stderr stay
-//! untouched.
+//! untouched, and keeps every line in the session's log ([`status`](crate::output::status)).
 
 use crate::capture::build::BuildOutcome;
 use crate::commands::args::MessageFormat;
 use crate::output::report;
+use crate::output::status::{StatusLines, StatusMode};
 use crate::pipeline::diff::demangle;
 use crate::pipeline::Refused;
 use crate::session::PreparedPatch;
@@ -87,26 +88,47 @@ pub struct Reporter {
     /// JSON lines go to stdout (`hotpatch build`, like cargo's) instead of stderr (`run`,
     /// whose stdout is the program's).
     pub json_to_stdout: bool,
+    /// Where the human lines go: the session's log, and stderr unless the format is JSON.
+    pub status: StatusLines,
 }
 
 impl Reporter {
-    pub fn emit(&self, event: Event<'_>) {
-        match self.format {
-            MessageFormat::Json => {
-                // Only a path that is not UTF-8 fails to serialise: say so rather than vanish.
-                let line = serde_json::to_string(&typed(&event)).unwrap_or_else(|error| {
-                    let message = format!("could not print an event: {error}");
-                    serde_json::to_string(&abi::Event::Warning { message })
-                        .expect("a string serialises")
-                });
-                if self.json_to_stdout {
-                    println!("{line}");
-                } else {
-                    eprintln!("{line}");
-                }
-            }
-            MessageFormat::Human => eprintln!("{}", self.human(&event)),
+    /// A reporter for `hotpatch run`: human lines to stderr as `status` says, or, with JSON
+    /// on stderr, to the session's log only.
+    pub fn new(format: MessageFormat, status: StatusMode) -> Reporter {
+        Reporter {
+            format,
+            program: String::new(),
+            json_to_stdout: false,
+            status: StatusLines::new(human_lines(format, status)),
         }
+    }
+
+    /// `hotpatch build`'s reporter: JSON lines on stdout, like cargo's; human ones on stderr.
+    pub fn for_build(format: MessageFormat, program: String) -> Reporter {
+        Reporter {
+            format,
+            program,
+            json_to_stdout: true,
+            status: StatusLines::unlogged(human_lines(format, StatusMode::Stderr)),
+        }
+    }
+
+    pub fn emit(&self, event: Event<'_>) {
+        if self.format == MessageFormat::Json {
+            // Only a path that is not UTF-8 fails to serialise: say so rather than vanish.
+            let line = serde_json::to_string(&typed(&event)).unwrap_or_else(|error| {
+                let message = format!("could not print an event: {error}");
+                serde_json::to_string(&abi::Event::Warning { message })
+                    .expect("a string serialises")
+            });
+            if self.json_to_stdout {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+        self.status.write(&self.human(&event));
     }
 
     fn human(&self, event: &Event<'_>) -> String {
@@ -130,8 +152,8 @@ impl Reporter {
                 format!("{:>12} type r⏎ to restart from a fresh build, u⏎ to undo the last patch, q⏎ to quit", "Keys")
             }
             Event::Commands { keys: false } => format!(
-                "{:>12} kill -USR1 {pid} restarts from a fresh build, kill -USR2 {pid} undoes the last patch, kill -TERM {pid} quits",
-                "Signals",
+                "{:>12} from another terminal: `hotpatch restart` (a fresh build), `hotpatch undo` (the last patch), `hotpatch quit`, `hotpatch log -f` (these lines); or kill -USR1, -USR2, -TERM {pid}",
+                "Commands",
                 pid = std::process::id()
             ),
             Event::PatchApplied { patch, load, total, .. } if patch.plan.relinked.is_empty() => format!(
@@ -186,6 +208,15 @@ impl Reporter {
             Event::AppExited { status: None } => format!("{:>12} {program}", "Exited"),
             Event::Warning { message } => format!("{:>12} {message}", "warning:"),
         }
+    }
+}
+
+/// Where human lines go: as `status` says, or, when JSON lines are printed instead, nowhere
+/// but the log.
+fn human_lines(format: MessageFormat, status: StatusMode) -> StatusMode {
+    match format {
+        MessageFormat::Human => status,
+        MessageFormat::Json => StatusMode::Log,
     }
 }
 

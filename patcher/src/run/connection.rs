@@ -26,22 +26,29 @@ pub struct AppListener {
     _dir: tempfile::TempDir,
 }
 
+/// Listens on a socket `name` (0600) in a fresh directory only this user can open (0700),
+/// removed when the returned directory is dropped.
+pub(super) fn bind_private(name: &str) -> Result<(UnixListener, PathBuf, tempfile::TempDir)> {
+    // Named after this process, so the next hotpatch removes it if this one is killed.
+    remove_dirs_of_ended_processes(&std::env::temp_dir(), SOCKET_DIR_PREFIX);
+    remove_dirs_of_ended_processes(&std::env::temp_dir(), ATTACH_DIR_PREFIX);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
+        .tempdir()
+        .context(|| "could not create the socket directory".into())?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .context(|| format!("could not protect {}", dir.path().display()))?;
+    let path = dir.path().join(name);
+    let listener =
+        UnixListener::bind(&path).context(|| format!("could not listen on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .context(|| format!("could not protect {}", path.display()))?;
+    Ok((listener, path, dir))
+}
+
 impl AppListener {
     pub fn bind() -> Result<AppListener> {
-        // Named after this process, so the next hotpatch removes it if this one is killed.
-        remove_dirs_of_ended_processes(&std::env::temp_dir(), SOCKET_DIR_PREFIX);
-        remove_dirs_of_ended_processes(&std::env::temp_dir(), ATTACH_DIR_PREFIX);
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
-            .tempdir()
-            .context(|| "could not create the socket directory".into())?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-            .context(|| format!("could not protect {}", dir.path().display()))?;
-        let path = dir.path().join("agent.sock");
-        let listener = UnixListener::bind(&path)
-            .context(|| format!("could not listen on {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .context(|| format!("could not protect {}", path.display()))?;
+        let (listener, path, dir) = bind_private("agent.sock")?;
         listener
             .set_nonblocking(true)
             .context(|| "could not configure the socket".into())?;

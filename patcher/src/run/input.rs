@@ -1,4 +1,7 @@
-//! What the person asks for: `r`/`u`/`q` lines on a terminal's stdin, and signals (always).
+//! What the person asks for: signals (always), `hotpatch restart|undo|quit` through the
+//! control socket (always, see [`super::control`]), and `r`/`u`/`q` lines on stdin with
+//! `--keys`. hotpatch reads no keys by default: the program owns the terminal, and a terminal
+//! UI reads it directly (`/dev/tty`), so two readers would split its keys between them.
 
 use super::Signal;
 use linker_shim::{Context, Result};
@@ -7,7 +10,7 @@ use std::sync::mpsc::Sender;
 
 /// What the person (or a tool) asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Request {
+pub(crate) enum Request {
     Restart,
     Rollback,
     Quit,
@@ -15,7 +18,26 @@ pub(super) enum Request {
     Help,
 }
 
-/// Turns keys (when stdin is a terminal) and signals into commands.
+impl Request {
+    /// The command's name: its subcommand, and its word on the control socket.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Request::Restart => "restart",
+            Request::Rollback => "undo",
+            Request::Quit => "quit",
+            Request::Help => "help",
+        }
+    }
+
+    /// The command named `word` (not `help`: that one only answers a line that is no command).
+    pub(super) fn from_word(word: &str) -> Option<Request> {
+        [Request::Restart, Request::Rollback, Request::Quit]
+            .into_iter()
+            .find(|request| request.word() == word)
+    }
+}
+
+/// Turns signals, and stdin's lines if `keys`, into commands.
 pub(super) fn listen_for_commands(keys: bool, commands: Sender<Signal>) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
     let mut signals = signal_hook::iterator::Signals::new([SIGUSR1, SIGUSR2, SIGINT, SIGTERM])

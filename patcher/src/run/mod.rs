@@ -1,23 +1,28 @@
 //! `hotpatch run`: build, start the program, and patch it on every save.
 //!
-//! The program's stdout and stderr are passed through untouched; hotpatch speaks on its own
-//! stderr (see [`crate::output::events`]). Commands: on a terminal, `r`⏎ restarts the program from a
-//! fresh build, `u`⏎ undoes the last patch, `q`⏎ quits; without one (or always), SIGUSR1,
-//! SIGUSR2 and SIGINT/SIGTERM do the same. A program that exits normally ends the run with
-//! its status; one that crashes is reported and waits for a restart.
+//! The program owns the terminal: its stdin, stdout and stderr are hotpatch's own, passed on
+//! untouched. hotpatch speaks on its own stderr (see [`crate::output::events`]), holding its
+//! lines while the program has the terminal in raw mode (see [`crate::output::status`]), and
+//! keeps them in the session's log. Commands come from `hotpatch restart|undo|quit` in another
+//! terminal (see [`control`] and [`sessions`]), from SIGUSR1, SIGUSR2 and SIGINT/SIGTERM, and
+//! with `--keys` from `r`⏎, `u`⏎ and `q`⏎ on stdin. A program that exits normally ends the
+//! run with its status; one that crashes is reported and waits for a restart.
 
 mod attach;
 mod connection;
+mod control;
 mod input;
 mod patching;
 mod preload;
 mod program;
+mod sessions;
 mod watch;
 
 use crate::commands::args::CargoArgs;
 use crate::output::events::{Event, Reporter};
+use crate::output::status::StatusMode;
 use hotreload_abi::protocol::Reply;
-use linker_shim::{Error, Result};
+use linker_shim::{Error, Result, Store, TargetKey};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
@@ -26,20 +31,40 @@ use std::time::Instant;
 
 use crate::capture::build::locate;
 use attach::{program_args, waiting_programs};
-use input::{listen_for_commands, Request};
+use control::ControlSocket;
+use input::listen_for_commands;
+pub(crate) use input::Request;
 use program::{exit_code, Program};
+pub(crate) use sessions::FoundSession;
+use sessions::SessionEntry;
+
 /// Arguments of `hotpatch run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
     pub cargo: CargoArgs,
-    /// Give the terminal's stdin to the program instead of reading r/u/q commands from it
-    /// (commands then come by signal only)
+    /// Read r⏎ (restart), u⏎ (undo) and q⏎ (quit) from stdin; the program then gets no stdin.
+    /// Without it the program has the terminal to itself, and commands come from `hotpatch
+    /// restart|undo|quit` in another terminal, or by signal
     #[arg(long)]
+    pub keys: bool,
+    /// The program gets the terminal's stdin: the default, accepted for older scripts
+    #[arg(long, hide = true, conflicts_with = "keys")]
     pub stdin_to_program: bool,
+    #[command(flatten)]
+    pub status: StatusArgs,
     /// Arguments for the program, after `--`
     #[arg(last = true, value_name = "ARGS")]
     pub program_args: Vec<String>,
+}
+
+/// Where hotpatch's human lines go.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct StatusArgs {
+    /// Where hotpatch's own lines go when they are human-readable (JSON lines always go to
+    /// stderr); every line is also kept for `hotpatch log`
+    #[arg(long, value_enum, value_name = "WHERE", default_value_t)]
+    pub status: StatusMode,
 }
 
 /// Arguments of `hotpatch attach`.
@@ -47,6 +72,8 @@ pub struct RunArgs {
 pub struct AttachArgs {
     #[command(flatten)]
     pub cargo: CargoArgs,
+    #[command(flatten)]
+    pub status: StatusArgs,
     /// The program's pid [default: the only program of the selected binary waiting for a
     /// hotpatch]
     pub pid: Option<u32>,
@@ -71,8 +98,9 @@ enum Signal {
 /// Runs `hotpatch run`; returns the program's exit code.
 pub fn run(args: &RunArgs, hotpatch_exe: &Path) -> Result<ExitCode> {
     let mut runner = Runner::new(args, hotpatch_exe)?;
-    runner.start()?;
+    // Said first: once the program runs, a terminal UI may hide hotpatch's lines.
     runner.reporter.emit(Event::Commands { keys: runner.keys });
+    runner.start()?;
     runner.serve()
 }
 
@@ -100,12 +128,15 @@ pub fn attach(args: &AttachArgs, hotpatch_exe: &Path) -> Result<ExitCode> {
     };
     let run_args = RunArgs {
         cargo: args.cargo.clone(),
+        // The program is not on this terminal (it kept its own): the keys are nobody else's.
+        keys: std::io::stdin().is_terminal(),
         stdin_to_program: false,
+        status: args.status,
         program_args: program_args(pid),
     };
     let mut runner = Runner::new(&run_args, hotpatch_exe)?;
-    runner.attach(pid, located)?;
     runner.reporter.emit(Event::Commands { keys: runner.keys });
+    runner.attach(pid, located)?;
     runner.serve()
 }
 
@@ -116,6 +147,10 @@ struct Runner<'a> {
     signals: Sender<Signal>,
     incoming: Receiver<Signal>,
     keys: bool,
+    /// Where `hotpatch restart|undo|quit` reach this session.
+    control: ControlSocket,
+    /// How they find it, once its target is known.
+    entry: Option<SessionEntry>,
     runs: u64,
     program: Option<Program>,
 }
@@ -123,22 +158,41 @@ struct Runner<'a> {
 impl<'a> Runner<'a> {
     fn new(args: &'a RunArgs, hotpatch_exe: &'a Path) -> Result<Runner<'a>> {
         let (signals, incoming) = mpsc::channel();
-        let keys = !args.stdin_to_program && std::io::stdin().is_terminal();
-        listen_for_commands(keys, signals.clone())?;
+        listen_for_commands(args.keys, signals.clone())?;
         Ok(Runner {
             args,
             hotpatch_exe,
-            reporter: Reporter {
-                format: args.cargo.output.message_format,
-                program: String::new(),
-                json_to_stdout: false,
-            },
+            reporter: Reporter::new(args.cargo.output.message_format, args.status.status),
+            control: ControlSocket::listen(signals.clone())?,
             signals,
             incoming,
-            keys,
+            keys: args.keys,
+            entry: None,
             runs: 0,
             program: None,
         })
+    }
+
+    /// Announces the session in `store` (once), so `hotpatch restart|undo|quit|log` find it,
+    /// and opens its log.
+    fn announce(&mut self, store: &Store, target: &TargetKey) {
+        if self.entry.is_some() {
+            return;
+        }
+        match SessionEntry::create(store, target, self.control.path()) {
+            Ok((entry, log)) => {
+                self.reporter.status.set_log(Some(log));
+                self.entry = Some(entry);
+            }
+            Err(error) => {
+                self.reporter.status.set_log(None);
+                self.reporter.emit(Event::Warning {
+                    message: format!(
+                        "{error}: `hotpatch restart|undo|quit|log` won't find this session (signals work)"
+                    ),
+                });
+            }
+        }
     }
 
     /// The main loop, until the program exits normally or the person quits.
@@ -194,7 +248,7 @@ impl<'a> Runner<'a> {
                     let how = if self.keys {
                         "type r⏎ to restart it, q⏎ to quit"
                     } else {
-                        "send SIGUSR1 to restart it, SIGTERM to quit"
+                        "`hotpatch restart` restarts it (or SIGUSR1), `hotpatch quit` quits"
                     };
                     self.reporter.emit(Event::Warning {
                         message: format!("the program ended abnormally; {how}"),
@@ -207,7 +261,11 @@ impl<'a> Runner<'a> {
                 Signal::Command(Request::Restart) => {
                     self.stop();
                     if let Err(error) = self.start() {
-                        let again = if self.keys { "r⏎" } else { "SIGUSR1" };
+                        let again = if self.keys {
+                            "r⏎"
+                        } else {
+                            "`hotpatch restart`"
+                        };
                         self.reporter.emit(Event::Warning {
                             message: format!(
                                 "restart failed: {error}\nfix it and restart again ({again})"

@@ -49,6 +49,7 @@ impl Runner<'_> {
         if self.runs == 0 {
             self.mention_waiting_programs(&outcome);
         }
+        self.announce(&outcome.store, &outcome.target);
         let listener = AppListener::bind()?;
         let mut program = Command::new(&outcome.exe);
         program
@@ -141,6 +142,7 @@ impl Runner<'_> {
         let connection = connect(pid)?;
         let outcome = recorded_build(located, &connection.hello.build_id)?;
         self.reporter.program = outcome.target.name.clone();
+        self.announce(&outcome.store, &outcome.target);
         self.runs += 1;
         let run = self.runs;
         self.reporter.emit(Event::Attached {
@@ -188,15 +190,15 @@ impl Runner<'_> {
         }
     }
 
-    /// Reports the current program's exit and forgets it.
+    /// Reports the current program's exit and forgets it. The terminal is hotpatch's again
+    /// when the program was its child (an attached one ran on another).
     pub(super) fn exited(&mut self, status: Option<ExitStatus>) {
+        let program = self.program.take();
+        if program.as_ref().is_some_and(|p| !p.attached) {
+            self.reporter.status.program_ended();
+        }
         self.reporter.emit(Event::AppExited { status });
-        if let Some(session) = self
-            .program
-            .take()
-            .and_then(|p| p.patching)
-            .map(|p| p.session)
-        {
+        if let Some(session) = program.and_then(|p| p.patching).map(|p| p.session) {
             let _ = session.end();
         }
     }
