@@ -41,8 +41,6 @@ mod stress;
 mod third_party;
 #[path = "../fixtures/tiny_entry.rs"]
 mod tiny_entry;
-#[path = "../fixtures/tui.rs"]
-mod tui;
 #[path = "../fixtures/type_layouts.rs"]
 mod type_layouts;
 

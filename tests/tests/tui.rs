@@ -7,14 +7,11 @@
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use testkit::checkout::checkout_dir;
 use testkit::fixture::FixtureCrate;
 use tests::hotpatch_exe;
 use tests::live::PATIENCE;
 
-const TUI: &str = include_str!("../fixtures/tui.rs");
-/// The same line as the `tests` crate's dev-dependency (which compiles the fixture).
-const RATATUI: &str =
-    "ratatui = { version = \"0.29\", default-features = false, features = [\"crossterm\"] }\n";
 /// The first build compiles ratatui and its dependencies, beside the other tests' builds.
 const FIRST_BUILD_PATIENCE: Duration = Duration::from_secs(600);
 
@@ -144,7 +141,7 @@ fn only_the_program_s(screen: &str) -> bool {
 #[test]
 fn a_terminal_ui_gets_every_key_is_patched_and_never_drawn_over() {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let fixture = FixtureCrate::create_with_dependencies(base, "tui", TUI, RATATUI);
+    let fixture = FixtureCrate::copy_package(base, "tui", &checkout_dir().join("examples/tui"));
     // The shell says how hotpatch exited (tmux may see the window's end before its status).
     let command = format!(
         "{} run --manifest-path {} --target-dir {}; echo hotpatch-exit=$?",
