@@ -93,11 +93,19 @@ pub enum Command {
     Run(run::RunArgs),
     /// Patch a program whose `hotpatch run` is gone, with its state kept
     #[command(
-        long_about = "Patch a program whose `hotpatch run` is gone (killed, its terminal closed), with         its state kept.
-
-        A program started by `hotpatch run` outlives its hotpatch and waits for another: `hotpatch         attach` connects to it (only as the user it runs as), learns what it runs (the patches         applied, their images, the redirected functions), patches in the edits saved since, and         then watches and patches like `hotpatch run`. `hotpatch run` names such programs when it         starts. Without PID it attaches to the only waiting program of the selected binary.
-
-        q⏎ (read from a terminal's stdin), `hotpatch quit` or SIGTERM lets go of the program, which runs on (attach again later); r⏎, `hotpatch restart` or SIGUSR1 restarts it         from a fresh build under this hotpatch; u⏎, `hotpatch undo` or SIGUSR2 undoes the patches applied since attaching.         Events (--message-format json) are `hotpatch run`'s, with attached and detached.",
+        long_about = "Patch a program whose `hotpatch run` is gone (killed, its terminal closed), \
+        with its state kept.\n\n\
+        A program started by `hotpatch run` outlives its hotpatch and waits for another: \
+        `hotpatch attach` connects to it (only as the user it runs as), learns what it runs (the \
+        patches applied, their images, the redirected functions), patches in the edits saved \
+        since, and then watches and patches like `hotpatch run`. `hotpatch run` names such \
+        programs when it starts. Without PID it attaches to the only waiting program of the \
+        selected binary.\n\n\
+        q⏎ (read from a terminal's stdin), `hotpatch quit` or SIGTERM lets go of the program, \
+        which runs on (attach again later); r⏎, `hotpatch restart` or SIGUSR1 restarts it from \
+        a fresh build under this hotpatch; u⏎, `hotpatch undo` or SIGUSR2 undoes the patches \
+        applied since attaching. Events (--message-format json) are `hotpatch run`'s, with \
+        attached and detached.",
         after_help = "Examples:
           hotpatch attach             # the only waiting program of this crate's binary
           hotpatch attach 4242 -p demo-app"
