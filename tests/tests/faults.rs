@@ -198,38 +198,30 @@ fn a_killed_rustc_fails_the_patch_and_the_next_save_patches() {
 
 #[test]
 fn hotpatch_killed_during_rustc_leaves_the_old_code_and_attach_patches_the_edit() {
-    let fixture = fixture("killed_during_rustc");
-    let mut first = LiveSession::start(fixture.clone(), &[]);
-    until_showing(&mut first, "v0");
-    edit_version(&fixture, "v0", "v1");
-    child_named(first.hotpatch_pid(), "rustc");
-    first.signal_hotpatch(libc::SIGKILL);
-    first.wait_hotpatch_exit();
-    let pid = first.pid;
-    wait_for_attach_socket(pid);
-    assert_eq!(showing_now(&mut first), "v0");
-
-    let mut second = LiveSession::attach(fixture.clone(), Some(pid));
-    assert_eq!(applied_generation(second.event("patch-applied")), 1);
-    assert_eq!(until_showing(&mut first, "v1"), 1);
-    kill(pid);
+    killed_while_its_child_runs("killed_during_rustc", "rustc");
 }
 
 #[test]
 fn hotpatch_killed_during_the_link_leaves_the_old_code_and_attach_patches_the_edit() {
-    let fixture = fixture("killed_during_link");
+    // The linker is hotpatch's child for the few milliseconds the link takes; the orphaned
+    // linker's image is never used: the attach links its own.
+    killed_while_its_child_runs("killed_during_link", "ld.lld");
+}
+
+/// Kills hotpatch while its child `child` (the compiler, the linker) works on an edit: the
+/// program keeps the old code, and an attach applies the edit.
+fn killed_while_its_child_runs(name: &str, child: &str) {
+    let fixture = fixture(name);
     let mut first = LiveSession::start(fixture.clone(), &[]);
     until_showing(&mut first, "v0");
     edit_version(&fixture, "v0", "v1");
-    // The linker is hotpatch's child for the few milliseconds the link takes.
-    child_named(first.hotpatch_pid(), "ld.lld");
+    child_named(first.hotpatch_pid(), child);
     first.signal_hotpatch(libc::SIGKILL);
     first.wait_hotpatch_exit();
     let pid = first.pid;
     wait_for_attach_socket(pid);
     assert_eq!(showing_now(&mut first), "v0");
 
-    // The orphaned linker's half-written image is never used: the attach links its own.
     let mut second = LiveSession::attach(fixture.clone(), Some(pid));
     assert_eq!(applied_generation(second.event("patch-applied")), 1);
     assert_eq!(until_showing(&mut first, "v1"), 1);
