@@ -203,9 +203,10 @@ fn hotpatch_killed_during_rustc_leaves_the_old_code_and_attach_patches_the_edit(
 
 #[test]
 fn hotpatch_killed_during_the_link_leaves_the_old_code_and_attach_patches_the_edit() {
-    // The linker is hotpatch's child for the few milliseconds the link takes; the orphaned
-    // linker's image is never used: the attach links its own.
-    killed_while_its_child_runs("killed_during_link", "ld.lld");
+    // The linker is hotpatch's child for the few milliseconds the link takes (rustc's
+    // `gcc-ld/ld.lld` execs `rust-lld` at once); the orphaned linker's image is never used:
+    // the attach links its own.
+    killed_while_its_child_runs("killed_during_link", "rust-lld");
 }
 
 /// Kills hotpatch while its child `child` (the compiler, the linker) works on an edit: the
