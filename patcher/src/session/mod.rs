@@ -18,7 +18,7 @@ use crate::pipeline::recompile::{CrateBuild, PatchBuilds};
 use crate::pipeline::runs_forever;
 use hotreload_abi::protocol::{EntryChange, Hello, PatchImage, SlotInfo, SlotUpdate};
 use linker_shim::{Context, Error, Revision, Store};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -367,7 +367,11 @@ impl Session {
     }
 
     /// What `updates` and `entries` move away from: each slot's current implementation and
-    /// each copy whose entry gets a jump, with its name and runtime range.
+    /// each copy whose entry gets a jump, with its name and runtime range. Nothing when they
+    /// replace one function only: no thread can mix its versions with another's (one inside it
+    /// finishes that call in the old code, as with a one-slot patch), so the runtime needn't
+    /// wait for its stacks — which, for a function busy threads call all the time, would hold
+    /// the patch back for up to 2 s.
     fn old_code(
         &self,
         updates: &[SlotUpdate],
@@ -385,11 +389,16 @@ impl Session {
             .iter()
             .filter(|change| change.target.is_some())
             .map(|change| change.entry);
-        slots_now
+        let replaced: Vec<(String, Range<u64>)> = slots_now
             .chain(jumped)
             .filter_map(|entry| self.code_at(entry))
             .filter(|(name, code)| !code.is_empty() && !runs_forever(&self.base, name))
-            .collect()
+            .collect();
+        let functions: BTreeSet<&str> = replaced.iter().map(|(name, _)| name.as_str()).collect();
+        if functions.len() < 2 {
+            return Vec::new();
+        }
+        replaced
     }
 
     /// The function starting at runtime address `entry` (the executable's or a mapped
