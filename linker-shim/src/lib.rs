@@ -2,7 +2,7 @@
 //!
 //! rustc deletes the object files of a binary right after linking it, yet a patch needs to
 //! know exactly what the running executable was made of. So `hotpatch` stands in as the
-//! linker: it copies every object on the link line into a *revision* under
+//! linker: it records every object on the link line in a *revision* under
 //! `<target-dir>/hotpatch/`, runs the real link unchanged and exits with its status.
 //!
 //! - [`run_as_linker`] is the linker role (the `hotpatch` binary calls it when
@@ -14,6 +14,7 @@ mod build_id;
 mod error;
 mod invocation;
 mod link_line;
+mod pool;
 mod revision;
 mod role_request;
 mod shim;

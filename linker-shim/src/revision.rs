@@ -2,6 +2,7 @@
 
 use crate::invocation::RustcInvocation;
 use crate::link_line::LinkLine;
+use crate::pool::ObjectPool;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -90,18 +91,19 @@ impl fmt::Display for TargetKey {
     }
 }
 
-/// An object file copied from the link line.
+/// An object file of the link line, kept in the store's object pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapturedObject {
     /// Where rustc had put it (usually deleted by now).
     pub original: PathBuf,
-    /// File name inside the revision's `objects/` directory.
+    /// Its name in the pool: equal in two revisions exactly when the contents are the same
+    /// (see the pool's naming).
     pub stored: String,
 }
 
 /// The objects of one local library crate, taken out of the rlib the link used. They live in
-/// the store's shared pool (see [`crate::Store`]), named by content, so an rlib that two
-/// revisions share is stored once.
+/// the store's object pool, named by content, so an rlib that two revisions share is stored
+/// once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapturedLibrary {
     /// `--crate-name` of the library.
@@ -115,6 +117,10 @@ pub struct CapturedLibrary {
 /// One recorded link. Loaded from `revision.json` in the revision's directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revision {
+    /// How the revision is stored ([`STORE_FORMAT`] when written by this version); a
+    /// revision of another format is not listed.
+    #[serde(default)]
+    pub format: u32,
     pub id: RevisionId,
     pub created_unix_ms: u64,
     pub target: TargetKey,
@@ -137,43 +143,37 @@ pub struct Revision {
     pub dir: PathBuf,
 }
 
+/// The format of the revisions this version writes: objects in the store's pool (format 0
+/// copied them into each revision).
+pub(crate) const STORE_FORMAT: u32 = 1;
+
 impl Revision {
-    /// Absolute paths of the stored copies of the objects, in link-line order.
+    /// Absolute paths of the pooled objects of the binary crate, in link-line order.
     pub fn object_paths(&self) -> Vec<PathBuf> {
+        let pool = pool_dir(&self.dir);
         self.objects
             .iter()
-            .map(|object| self.objects_dir().join(&object.stored))
+            .map(|object| pool.join(&object.stored))
             .collect()
-    }
-
-    pub fn objects_dir(&self) -> PathBuf {
-        objects_dir(&self.dir)
     }
 
     /// Absolute paths of the pooled objects of `library`.
     pub fn library_object_paths(&self, library: &CapturedLibrary) -> Vec<PathBuf> {
-        let pool = library_pool_dir(&self.dir);
+        let pool = pool_dir(&self.dir);
         library.objects.iter().map(|name| pool.join(name)).collect()
     }
 }
 
-/// The store's pool of library objects, from a revision directory (`<root>/revisions/<id>`).
-pub(crate) fn library_pool_dir(revision_dir: &Path) -> PathBuf {
+/// The store's object pool, from a revision directory (`<root>/revisions/<id>`).
+fn pool_dir(revision_dir: &Path) -> PathBuf {
     let root = revision_dir
         .parent()
         .and_then(Path::parent)
         .unwrap_or(revision_dir);
-    root.join(LIBRARY_POOL)
+    ObjectPool::of_store(root).dir().to_owned()
 }
-
-/// Directory of the pool under the store root.
-pub(crate) const LIBRARY_POOL: &str = "library-objects";
 
 pub(crate) const RECORD_FILE: &str = "revision.json";
-
-pub(crate) fn objects_dir(revision_dir: &Path) -> PathBuf {
-    revision_dir.join("objects")
-}
 
 #[cfg(test)]
 mod tests {

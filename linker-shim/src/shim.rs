@@ -71,7 +71,7 @@ fn record_and_link(request: &LinkRequest, args: &[OsString]) -> Result<ExitCode>
             .unwrap_or_else(RevisionId::new_now),
     )?;
     for object in line.objects() {
-        writer.copy_object(&object)?;
+        writer.capture_object(&object)?;
     }
     let archives = line.archives();
     for library in &request.libraries {

@@ -4,37 +4,30 @@
 //! ```text
 //! <target-dir>/hotpatch/
 //!   cargo/                      cargo's target dir for `hotpatch build` (never the user's)
-//!   revisions/<id>/revision.json + objects/NNN-<name>.o
+//!   revisions/<id>/revision.json
 //!   revisions/.tmp-<id>/        a link in progress (renamed to <id> when complete)
-//!   library-objects/<hash>-<member>.o   objects of local rlibs, by content, shared by revisions
+//!   library-objects/            the object pool: every revision's objects, each stored once
+//!                               (see `pool`)
 //!   rustc/<package>--<crate>--<bin|lib>--<profile>.json   latest rustc run per workspace crate
 //!   pins/<id>@<pid>             revision <id> is the base of the session in process <pid>
 //! ```
 
 use crate::error::{Context, Error, Result};
 use crate::invocation::RustcInvocation;
+use crate::pool::ObjectPool;
 use crate::revision::{
-    library_pool_dir, objects_dir, CapturedLibrary, CapturedObject, Revision, RevisionId,
-    TargetKey, LIBRARY_POOL, RECORD_FILE,
+    CapturedLibrary, CapturedObject, Revision, RevisionId, TargetKey, RECORD_FILE, STORE_FORMAT,
 };
 use object::read::archive::ArchiveFile;
 use serde::Serialize;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeSet;
 use std::fs;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 /// How many revisions of each target survive pruning, on top of the pinned ones.
 pub const KEEP_PER_TARGET: usize = 4;
 
 const TEMP_PREFIX: &str = ".tmp-";
-
-/// A pooled library object no revision refers to is deleted only when it is older than this:
-/// a writer may have just reused it for a revision it has not committed yet (reuse refreshes
-/// the time).
-const POOL_GRACE: Duration = Duration::from_secs(600);
 
 /// Handle on a store directory. Cheap to create; touches the disk only when used.
 #[derive(Debug, Clone)]
@@ -76,13 +69,15 @@ impl Store {
     }
 
     /// Every complete revision, oldest first. A revision another process prunes while this
-    /// one lists the store is skipped, not an error: sessions share a target dir.
+    /// one lists the store is skipped, not an error: sessions share a target dir. So is one
+    /// an earlier version stored differently (a build it recorded is made again).
     pub fn list(&self) -> Result<Vec<Revision>> {
         let mut revisions = Vec::new();
         for id in self.revision_ids()? {
             let record = self.revisions_dir().join(id.as_str()).join(RECORD_FILE);
             match self.load(&id) {
-                Ok(revision) => revisions.push(revision),
+                Ok(revision) if revision.format == STORE_FORMAT => revisions.push(revision),
+                Ok(_) => continue,
                 Err(_) if !record.exists() => continue,
                 Err(error) => return Err(error),
             }
@@ -133,7 +128,7 @@ impl Store {
     /// store until [`RevisionWriter::commit`].
     pub fn begin(&self, id: RevisionId) -> Result<RevisionWriter> {
         let temp_dir = self.revisions_dir().join(format!("{TEMP_PREFIX}{id}"));
-        fs::create_dir_all(objects_dir(&temp_dir)).context(|| {
+        fs::create_dir_all(&temp_dir).context(|| {
             format!(
                 "could not create the revision directory {}",
                 temp_dir.display()
@@ -214,33 +209,23 @@ impl Store {
                 remove_dir(&self.revisions_dir().join(name))?;
             }
         }
-        self.prune_library_pool()
-    }
-
-    /// Deletes pooled library objects that no revision refers to any more.
-    fn prune_library_pool(&self) -> Result<()> {
-        let pool = self.root.join(LIBRARY_POOL);
-        let names = read_dir_names(&pool)?;
-        if names.is_empty() {
-            return Ok(());
-        }
         let referenced: BTreeSet<String> = self
             .list()?
             .into_iter()
-            .flat_map(|revision| revision.libraries)
-            .flat_map(|library| library.objects)
+            .flat_map(|revision| {
+                let libraries = revision.libraries.into_iter().flat_map(|l| l.objects);
+                revision
+                    .objects
+                    .into_iter()
+                    .map(|o| o.stored)
+                    .chain(libraries)
+            })
             .collect();
-        let stale_before = SystemTime::now() - POOL_GRACE;
-        for name in names.iter().filter(|name| !referenced.contains(*name)) {
-            let path = pool.join(name);
-            let old = fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .is_ok_and(|modified| modified < stale_before);
-            if old {
-                let _ = fs::remove_file(path);
-            }
-        }
-        Ok(())
+        self.pool().prune(&referenced)
+    }
+
+    fn pool(&self) -> ObjectPool {
+        ObjectPool::of_store(&self.root)
     }
 
     /// Keeps the latest compiler invocation of a workspace crate; returns the file it is in.
@@ -295,21 +280,10 @@ impl RevisionWriter {
         &self.id
     }
 
-    /// Copies one object file into the revision.
-    pub fn copy_object(&mut self, original: &Path) -> Result<()> {
-        let file_name = original
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        let stored = format!("{:03}-{file_name}", self.objects.len());
-        let destination = objects_dir(&self.temp_dir).join(&stored);
-        fs::copy(original, &destination).context(|| {
-            format!(
-                "could not copy {} into {}",
-                original.display(),
-                destination.display()
-            )
-        })?;
+    /// Records one object file of the link line, in the store's object pool (linked, not
+    /// copied, where the filesystem allows).
+    pub fn capture_object(&mut self, original: &Path) -> Result<()> {
+        let stored = self.store.pool().add_file(original)?;
         self.objects.push(CapturedObject {
             original: original.to_owned(),
             stored,
@@ -324,8 +298,7 @@ impl RevisionWriter {
         let data = fs::read(rlib).context(|| format!("could not read {}", rlib.display()))?;
         let archive = ArchiveFile::parse(&*data)
             .context(|| format!("{} is not an rlib archive", rlib.display()))?;
-        let pool = library_pool_dir(&self.temp_dir);
-        fs::create_dir_all(&pool).context(|| format!("could not create {}", pool.display()))?;
+        let pool = self.store.pool();
         let mut objects = Vec::new();
         for member in archive.members() {
             let member = member.context(|| format!("{}: malformed archive", rlib.display()))?;
@@ -336,9 +309,7 @@ impl RevisionWriter {
             let bytes = member
                 .data(&*data)
                 .context(|| format!("{}: could not read {member_name}", rlib.display()))?;
-            let name = pooled_name(bytes, &member_name);
-            write_pooled(&pool.join(&name), bytes)?;
-            objects.push(name);
+            objects.push(pool.add_bytes(bytes, &member_name)?);
         }
         self.libraries.push(CapturedLibrary {
             crate_name: crate_name.to_owned(),
@@ -353,6 +324,7 @@ impl RevisionWriter {
     pub fn commit(mut self, record: RevisionRecord) -> Result<Revision> {
         let final_dir = self.store.revisions_dir().join(self.id.as_str());
         let mut revision = Revision {
+            format: STORE_FORMAT,
             id: self.id.clone(),
             created_unix_ms: crate::now_unix_ms(),
             target: record.target,
@@ -386,26 +358,6 @@ impl Drop for RevisionWriter {
             let _ = fs::remove_dir_all(&self.temp_dir);
         }
     }
-}
-
-/// `<length>-<hash>-<member name>`: equal for equal contents.
-fn pooled_name(bytes: &[u8], member_name: &str) -> String {
-    let mut hasher = DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    format!("{}-{:016x}-{member_name}", bytes.len(), hasher.finish())
-}
-
-/// Writes a pooled object unless the pool has it already (then marks it as just used, so a
-/// concurrent prune keeps it).
-fn write_pooled(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Ok(file) = fs::File::options().append(true).open(path) {
-        let _ = file.set_modified(SystemTime::now());
-        return Ok(());
-    }
-    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
-    fs::write(&temp, bytes).context(|| format!("could not write {}", temp.display()))?;
-    fs::rename(&temp, path)
-        .context(|| format!("could not move {} to {}", temp.display(), path.display()))
 }
 
 fn write_json_atomically(path: &Path, value: &impl Serialize) -> Result<()> {
@@ -492,7 +444,7 @@ mod tests {
         let object = dir.path().join("a.rcgu.o");
         fs::write(&object, b"bytes").unwrap();
         let mut writer = store.begin(RevisionId::new_now()).unwrap();
-        writer.copy_object(&object).unwrap();
+        writer.capture_object(&object).unwrap();
         let revision = writer.commit(record(target("app"))).unwrap();
         let loaded = store.load(&revision.id).unwrap();
         assert_eq!(loaded, revision);

@@ -2,25 +2,24 @@
 //! from that one parse — named symbols for the diff, DWARF types for the layout check,
 //! registry fingerprints for the signature check.
 //!
-//! Results are kept by content: incremental compilation rewrites only the codegen units an
-//! edit touched and leaves the others byte-identical, so a patch parses only what changed.
+//! Results are kept by pooled file: the store names a pooled object after its contents (see
+//! `linker_shim`'s pool), and incremental compilation rewrites only the codegen units an edit
+//! touched, so a patch parses only what changed and reads nothing else — not even a `stat`.
 
 use super::dwarf::{read_object, LocalCrateNames, ObjectTypes};
 use super::registry::registry_fingerprints;
 use super::symbols::{index_object, IndexedSymbol};
 use linker_shim::{Context, Result, Revision};
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What one object file defines, as every stage of the pipeline reads it.
 #[derive(Debug)]
 pub struct ParsedObject {
-    /// Named functions and data; their [`Definition`](super::symbols::Definition)s name the
-    /// file where these contents were first seen (see [`StoredObject::symbols`]).
-    symbols: Vec<IndexedSymbol>,
+    /// Named functions and data, each [`Definition`](super::symbols::Definition) in this
+    /// file.
+    pub(super) symbols: Vec<IndexedSymbol>,
     /// What its DWARF says about the crate's types.
     pub(crate) types: Arc<ObjectTypes>,
     /// `#[hotreload]` implementation (mangled) → signature fingerprint, from its registry
@@ -38,16 +37,9 @@ pub struct StoredObject {
 }
 
 impl StoredObject {
-    /// The object's symbols, their definitions pointing at this file (the file the contents
-    /// were first seen at may have been pruned since).
-    pub fn symbols(&self) -> impl Iterator<Item = IndexedSymbol> + '_ {
-        self.parsed.symbols.iter().map(|symbol| {
-            let mut symbol = symbol.clone();
-            for definition in &mut symbol.definitions {
-                definition.object.clone_from(&self.path);
-            }
-            symbol
-        })
+    /// The object's named functions and data, defined in this file.
+    pub fn symbols(&self) -> &[IndexedSymbol] {
+        &self.parsed.symbols
     }
 }
 
@@ -68,11 +60,11 @@ impl RevisionObjects {
     }
 }
 
-/// Parsed objects by content (length and hash of their bytes) and crate.
+/// Parsed objects by crate and pooled file (which names their contents).
 #[derive(Debug)]
 pub struct ObjectCache {
     crates: LocalCrateNames,
-    by_content: HashMap<(String, usize, u64), Arc<ParsedObject>>,
+    by_file: HashMap<(String, PathBuf), Arc<ParsedObject>>,
 }
 
 impl ObjectCache {
@@ -81,7 +73,7 @@ impl ObjectCache {
     pub fn new(crates: LocalCrateNames) -> ObjectCache {
         ObjectCache {
             crates,
-            by_content: HashMap::new(),
+            by_file: HashMap::new(),
         }
     }
 
@@ -91,6 +83,17 @@ impl ObjectCache {
         ObjectCache::new(LocalCrateNames::new(
             libraries.chain([base.target.crate_name()]),
         ))
+    }
+
+    /// Forgets every object but those of `objects`: the only ones a later build can share.
+    pub fn keep_only(&mut self, objects: &RevisionObjects) {
+        let kept: std::collections::HashSet<&Path> = objects
+            .objects
+            .iter()
+            .map(|object| object.path.as_path())
+            .collect();
+        self.by_file
+            .retain(|(_, path), _| kept.contains(path.as_path()));
     }
 
     /// Reads the objects of the build `revision` records, parsing only contents not seen
@@ -136,6 +139,10 @@ impl ObjectCache {
     }
 
     fn parse(&mut self, crate_name: &str, path: &Path) -> Result<Arc<ParsedObject>> {
+        let key = (crate_name.to_owned(), path.to_owned());
+        if let Some(parsed) = self.by_file.get(&key) {
+            return Ok(Arc::clone(parsed));
+        }
         let file = std::fs::File::open(path)
             .context(|| format!("could not open the object {}", path.display()))?;
         // SAFETY: revision objects are written once by the shim and never modified; the map
@@ -143,12 +150,6 @@ impl ObjectCache {
         // kept: the parse results own their data).
         let bytes = unsafe { memmap2::Mmap::map(&file) }
             .context(|| format!("could not map {}", path.display()))?;
-        let mut hasher = DefaultHasher::new();
-        bytes.hash(&mut hasher);
-        let key = (crate_name.to_owned(), bytes.len(), hasher.finish());
-        if let Some(parsed) = self.by_content.get(&key) {
-            return Ok(Arc::clone(parsed));
-        }
         let file = object::File::parse(&*bytes)
             .context(|| format!("{} is not an object file", path.display()))?;
         let parsed = Arc::new(ParsedObject {
@@ -159,7 +160,7 @@ impl ObjectCache {
             ),
             fingerprints: registry_fingerprints(&file, path)?,
         });
-        self.by_content.insert(key, Arc::clone(&parsed));
+        self.by_file.insert(key, Arc::clone(&parsed));
         Ok(parsed)
     }
 }
