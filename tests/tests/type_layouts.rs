@@ -85,12 +85,13 @@ impl Base {
         drop(guard);
         let base_index = SymbolIndex::load(&self.build.revision).unwrap();
         let new_index = SymbolIndex::load(&new).unwrap();
-        let plan = plan(&SymbolDiff::between(&base_index, &new_index), &SlotsOnly)
+        let diff = SymbolDiff::between(&base_index, new_index);
+        let plan = plan(&diff, &SlotsOnly)
             .unwrap_or_else(|refusal| panic!("the plan refused: {refusal}"))
             .expect("the edit changes functions");
         let started = Instant::now();
         let new_layouts = TypeLayouts::load(&new).expect("new layouts");
-        let changes = layout_refusals(&self.layouts, &new_layouts, &new_index, &plan);
+        let changes = layout_refusals(&self.layouts, &new_layouts, &diff.new, &plan);
         eprintln!("layout check: {:?}", started.elapsed());
         (plan, changes)
     }

@@ -263,15 +263,10 @@ pub fn plan(diff: &SymbolDiff, entries: &dyn EntryPolicy) -> Result<Option<Patch
             _ => plan.added_data.insert(symbol.mangled.clone()),
         };
     }
-    let definitions: BTreeMap<&str, _> = diff
-        .symbols
-        .iter()
-        .map(|s| (s.mangled.as_str(), &s.definitions))
-        .collect();
     for name in plan.relinked.iter().chain(&plan.added_data) {
-        if let Some(defined) = definitions.get(name.as_str()) {
+        if let Some(symbol) = diff.new.get(name) {
             plan.objects
-                .extend(defined.iter().map(|d| d.object.clone()));
+                .extend(symbol.definitions.iter().map(|d| d.object.clone()));
         }
     }
     let added_functions: Vec<&SymbolChange> = added
@@ -363,7 +358,7 @@ mod tests {
         new: &[IndexedSymbol],
         entries: &Entries,
     ) -> Result<Option<PatchPlan>, Refusal> {
-        plan(&SymbolDiff::between(&index(old), &index(new)), entries)
+        plan(&SymbolDiff::between(&index(old), index(new)), entries)
     }
 
     /// Demangled names, sorted.

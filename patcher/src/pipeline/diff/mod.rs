@@ -1,9 +1,18 @@
 //! What an edit changed, symbol by symbol, and who refers to what.
+//!
+//! [`SymbolDiff::between`] compares two whole indexes (`hotpatch diff`); a session compares
+//! only the objects an edit rewrote ([`SymbolDiff::incremental`]), with equal results.
+
+mod edited_index;
+mod incremental;
 
 use crate::pipeline::objects::symbols::{Definition, IndexedSymbol, SymbolIndex, SymbolKind};
+pub use edited_index::EditedIndex;
+pub use incremental::LatestBuild;
 use linker_shim::{Result, Revision};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 /// How one symbol differs between two revisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -47,12 +56,13 @@ pub struct LayoutChange {
 /// The difference between two revisions.
 #[derive(Debug, Clone, Default)]
 pub struct SymbolDiff {
-    /// Every symbol of both revisions, ordered by status then mangled name.
+    /// The symbols compared, ordered by status then mangled name: every symbol of both
+    /// revisions, or for an incremental diff those the rewritten objects define (every
+    /// other one is unchanged).
     pub symbols: Vec<SymbolChange>,
     pub layout_changes: Vec<LayoutChange>,
-    /// For each symbol of the new revision, the symbols of the new revision that refer to it
-    /// (directly, or through anonymous data such as a vtable).
-    pub referrers: BTreeMap<String, BTreeSet<String>>,
+    /// The new revision's symbols, and for each the symbols that refer to it.
+    pub new: EditedIndex,
 }
 
 /// Loads both revisions' symbols (in parallel) and compares them.
@@ -65,7 +75,7 @@ pub fn diff(old: &Revision, new: &Revision) -> Result<SymbolDiff> {
             new_index,
         )
     });
-    Ok(SymbolDiff::between(&old_index?, &new_index?))
+    Ok(SymbolDiff::between(&old_index?, new_index?))
 }
 
 /// `_ZN3app4main17h0123456789abcdefE` → `app::main`.
@@ -94,45 +104,17 @@ pub fn distinct_names<'a>(mangled: impl IntoIterator<Item = &'a str>) -> Vec<Str
 
 impl SymbolDiff {
     /// Classifies every symbol of `old` and `new`.
-    pub fn between(old: &SymbolIndex, new: &SymbolIndex) -> SymbolDiff {
-        let mut symbols = Vec::with_capacity(new.len());
-        let mut layout_changes = Vec::new();
-        for symbol in new.iter() {
-            let status = match old.get(&symbol.name) {
-                None => ChangeStatus::Added,
-                Some(previous) if previous.fingerprint == symbol.fingerprint => {
-                    ChangeStatus::Unchanged
-                }
-                Some(_) => ChangeStatus::Changed,
-            };
-            if let Some(previous) = old.get(&symbol.name) {
-                if is_data(symbol.kind) && layout_differs(previous, symbol) {
-                    layout_changes.push(layout_change(previous, symbol));
-                }
-            }
-            symbols.push(change(symbol, status));
-        }
-        symbols.extend(
-            old.iter()
-                .filter(|s| new.get(&s.name).is_none())
-                .map(|s| change(s, ChangeStatus::Removed)),
-        );
-        layout_changes.extend(renamed_data(&symbols, old, new));
-        symbols.sort_by(|a, b| (a.status, &a.mangled).cmp(&(b.status, &b.mangled)));
-
-        let mut referrers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for symbol in new.iter() {
-            for target in &symbol.references {
-                referrers
-                    .entry(target.clone())
-                    .or_default()
-                    .insert(symbol.name.clone());
-            }
-        }
+    pub fn between(old: &SymbolIndex, new: SymbolIndex) -> SymbolDiff {
+        let names: BTreeSet<&str> = new
+            .iter()
+            .chain(old.iter())
+            .map(|symbol| symbol.name.as_str())
+            .collect();
+        let (symbols, layout_changes) = classify(names, |name| old.get(name), |name| new.get(name));
         SymbolDiff {
             symbols,
             layout_changes,
-            referrers,
+            new: EditedIndex::unedited(Arc::new(new)),
         }
     }
 
@@ -155,13 +137,9 @@ impl SymbolDiff {
             && self.layout_changes.is_empty()
     }
 
-    /// Symbols of the new revision that refer to `name`.
+    /// Symbols of the new revision that refer to `name`, in mangled-name order.
     pub fn referrers_of(&self, name: &str) -> impl Iterator<Item = &str> {
-        self.referrers
-            .get(name)
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
+        self.new.referrers_of(name).into_iter()
     }
 
     /// Everything that refers to `starts`, transitively, not walking past symbols for which
@@ -184,6 +162,39 @@ impl SymbolDiff {
         }
         reached
     }
+}
+
+/// The status of each of `names` between the revisions whose symbols `old` and `new` look
+/// up, ordered by status then mangled name, and the data among them that changed layout.
+fn classify<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    old: impl Fn(&str) -> Option<&'a IndexedSymbol>,
+    new: impl Fn(&str) -> Option<&'a IndexedSymbol>,
+) -> (Vec<SymbolChange>, Vec<LayoutChange>) {
+    let mut symbols = Vec::new();
+    let mut layout_changes = Vec::new();
+    for name in names {
+        let change = match (old(name), new(name)) {
+            (None, None) => continue,
+            (None, Some(added)) => change(added, ChangeStatus::Added),
+            (Some(removed), None) => change(removed, ChangeStatus::Removed),
+            (Some(previous), Some(symbol)) => {
+                if is_data(symbol.kind) && layout_differs(previous, symbol) {
+                    layout_changes.push(layout_change(previous, symbol));
+                }
+                let status = if previous.fingerprint == symbol.fingerprint {
+                    ChangeStatus::Unchanged
+                } else {
+                    ChangeStatus::Changed
+                };
+                change(symbol, status)
+            }
+        };
+        symbols.push(change);
+    }
+    symbols.sort_by(|a, b| (a.status, &a.mangled).cmp(&(b.status, &b.mangled)));
+    layout_changes.extend(renamed_data(&symbols, &old, &new));
+    (symbols, layout_changes)
 }
 
 fn change(symbol: &IndexedSymbol, status: ChangeStatus) -> SymbolChange {
@@ -220,10 +231,10 @@ fn layout_change(old: &IndexedSymbol, new: &IndexedSymbol) -> LayoutChange {
 
 /// Data removed under one mangled name and added under another with the same path: the
 /// same static with a new type (the legacy symbol hash covers the type).
-fn renamed_data(
+fn renamed_data<'a>(
     symbols: &[SymbolChange],
-    old: &SymbolIndex,
-    new: &SymbolIndex,
+    old: impl Fn(&str) -> Option<&'a IndexedSymbol>,
+    new: impl Fn(&str) -> Option<&'a IndexedSymbol>,
 ) -> Vec<LayoutChange> {
     let unique_by_path = |status: ChangeStatus| {
         let mut by_path: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -247,7 +258,7 @@ fn renamed_data(
         .iter()
         .filter_map(|(path, old_name)| {
             let new_name = added.get(path)?;
-            Some(layout_change(old.get(old_name)?, new.get(new_name)?))
+            Some(layout_change(old(old_name)?, new(new_name)?))
         })
         .collect()
 }
@@ -277,7 +288,7 @@ mod tests {
             function("app::same"),
             function("app::fresh"),
         ];
-        let diff = SymbolDiff::between(&index(&old), &index(&new));
+        let diff = SymbolDiff::between(&index(&old), index(&new));
         assert_eq!(names(&diff, ChangeStatus::Changed), ["app::edited"]);
         assert_eq!(names(&diff, ChangeStatus::Unchanged), ["app::same"]);
         assert_eq!(names(&diff, ChangeStatus::Added), ["app::fresh"]);
@@ -308,7 +319,7 @@ mod tests {
     #[test]
     fn identical_revisions_differ_in_nothing() {
         let symbols = [function("app::f"), symbol("app::TABLE", SymbolKind::Data)];
-        let diff = SymbolDiff::between(&index(&symbols), &index(&symbols));
+        let diff = SymbolDiff::between(&index(&symbols), index(&symbols));
         assert!(diff.is_empty());
         assert_eq!(diff.count(ChangeStatus::Unchanged), 2);
     }
@@ -330,7 +341,7 @@ mod tests {
             // A function may change size: its callers are relinked, nothing is migrated.
             function("app::f").laid_out(32, ".text"),
         ];
-        let diff = SymbolDiff::between(&index(&old), &index(&new));
+        let diff = SymbolDiff::between(&index(&old), index(&new));
         let changes: Vec<_> = diff
             .layout_changes
             .iter()
@@ -367,7 +378,7 @@ mod tests {
             // Functions renamed are removed + added, not a layout change.
             function("app::f").renamed(0xfeed),
         ];
-        let diff = SymbolDiff::between(&index(&old), &index(&new));
+        let diff = SymbolDiff::between(&index(&old), index(&new));
         assert_eq!(diff.layout_changes.len(), 1, "{:?}", diff.layout_changes);
         let change = &diff.layout_changes[0];
         assert_eq!(change.demangled, "app::STATE");
@@ -386,7 +397,7 @@ mod tests {
             symbol("app::X", SymbolKind::Data).renamed(1),
             symbol("app::X", SymbolKind::Data).renamed(2),
         ];
-        let diff = SymbolDiff::between(&index(&old), &index(&new));
+        let diff = SymbolDiff::between(&index(&old), index(&new));
         assert!(diff.layout_changes.is_empty());
         assert_eq!(diff.count(ChangeStatus::Added), 2);
     }
@@ -413,7 +424,7 @@ mod tests {
         let gone = function("app::gone").referring_to(&[&leaf]);
         let new = [leaf, middle, twin, root, top, other];
         let old = new.iter().chain([&gone]);
-        SymbolDiff::between(&index(old), &index(&new))
+        SymbolDiff::between(&index(old), index(&new))
     }
 
     #[test]

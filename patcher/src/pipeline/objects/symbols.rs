@@ -63,10 +63,13 @@ pub struct IndexedSymbol {
     pub references: BTreeSet<String>,
 }
 
-/// The named symbols of one revision.
+/// The named symbols of one revision, and who refers to whom.
 #[derive(Debug, Clone, Default)]
 pub struct SymbolIndex {
     symbols: BTreeMap<String, IndexedSymbol>,
+    /// For each symbol, the symbols that refer to it (directly, or through anonymous data
+    /// such as a vtable).
+    referrers: HashMap<String, BTreeSet<String>>,
 }
 
 impl SymbolIndex {
@@ -79,33 +82,33 @@ impl SymbolIndex {
 
     /// Merges the symbols of a revision's objects: one entry per name.
     pub fn of(objects: &RevisionObjects) -> SymbolIndex {
-        let mut per_definition: BTreeMap<String, (IndexedSymbol, Vec<u64>)> = BTreeMap::new();
+        let mut by_name: BTreeMap<&str, Vec<&IndexedSymbol>> = BTreeMap::new();
         for symbol in objects.objects.iter().flat_map(StoredObject::symbols) {
-            match per_definition.get_mut(&symbol.name) {
-                Some((merged, fingerprints)) => {
-                    fingerprints.push(symbol.fingerprint);
-                    merged.definitions.extend(symbol.definitions);
-                    merged.references.extend(symbol.references);
-                }
-                None => {
-                    let fingerprints = vec![symbol.fingerprint];
-                    per_definition.insert(symbol.name.clone(), (symbol, fingerprints));
-                }
+            by_name.entry(&symbol.name).or_default().push(symbol);
+        }
+        SymbolIndex::from_symbols(
+            by_name
+                .into_values()
+                .filter_map(|copies| merge_copies(copies)),
+        )
+    }
+
+    /// The index of `symbols`, one per name.
+    pub(crate) fn from_symbols(symbols: impl IntoIterator<Item = IndexedSymbol>) -> SymbolIndex {
+        let symbols: BTreeMap<String, IndexedSymbol> = symbols
+            .into_iter()
+            .map(|symbol| (symbol.name.clone(), symbol))
+            .collect();
+        let mut referrers: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for symbol in symbols.values() {
+            for target in &symbol.references {
+                referrers
+                    .entry(target.clone())
+                    .or_default()
+                    .insert(symbol.name.clone());
             }
         }
-        let symbols = per_definition
-            .into_iter()
-            .map(|(name, (mut symbol, mut fingerprints))| {
-                // Copies of one name in several objects (LOCAL instances, weak symbols such
-                // as `DW.ref.rust_eh_personality`): how many and in which objects is not
-                // stable, so combine their distinct fingerprints as a set.
-                fingerprints.sort_unstable();
-                fingerprints.dedup();
-                symbol.fingerprint = hash_of(&fingerprints);
-                (name, symbol)
-            })
-            .collect();
-        SymbolIndex { symbols }
+        SymbolIndex { symbols, referrers }
     }
 
     pub fn get(&self, name: &str) -> Option<&IndexedSymbol> {
@@ -121,9 +124,36 @@ impl SymbolIndex {
         self.symbols.len()
     }
 
+    /// The symbols that refer to `name`.
+    pub fn referrers_of(&self, name: &str) -> Option<&BTreeSet<String>> {
+        self.referrers.get(name)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.symbols.is_empty()
     }
+}
+
+/// One symbol from its copies in several objects (LOCAL instances, weak symbols such as
+/// `DW.ref.rust_eh_personality`), all of one name: `None` when there are none. How many
+/// copies and in which objects is not stable, so their distinct fingerprints combine as a
+/// set; definitions are ordered by object and symbol, whatever order the copies came in.
+pub(crate) fn merge_copies(copies: Vec<&IndexedSymbol>) -> Option<IndexedSymbol> {
+    let (first, others) = copies.split_first()?;
+    let mut merged = (*first).clone();
+    let mut fingerprints = vec![first.fingerprint];
+    for copy in others {
+        fingerprints.push(copy.fingerprint);
+        merged.definitions.extend(copy.definitions.iter().cloned());
+        merged.references.extend(copy.references.iter().cloned());
+    }
+    fingerprints.sort_unstable();
+    fingerprints.dedup();
+    merged.fingerprint = hash_of(&fingerprints);
+    merged
+        .definitions
+        .sort_by(|a, b| (&a.object, a.symbol_index).cmp(&(&b.object, b.symbol_index)));
+    Some(merged)
 }
 
 /// `name` without the `.llvm.<hash>` suffix ThinLTO gives LOCAL symbols it promotes across
@@ -586,11 +616,37 @@ pub(crate) mod synthetic {
 
     /// The index of `symbols`.
     pub fn index<'a>(symbols: impl IntoIterator<Item = &'a IndexedSymbol>) -> SymbolIndex {
-        SymbolIndex {
-            symbols: symbols
-                .into_iter()
-                .map(|symbol| (symbol.name.clone(), symbol.clone()))
-                .collect(),
+        SymbolIndex::from_symbols(symbols.into_iter().cloned())
+    }
+
+    /// The object file `path` of crate `app`, defining `symbols` (moved into it).
+    pub fn object(path: &str, symbols: &[IndexedSymbol]) -> StoredObject {
+        let symbols = symbols
+            .iter()
+            .map(|symbol| {
+                let mut symbol = symbol.clone();
+                for definition in &mut symbol.definitions {
+                    definition.object = PathBuf::from(path);
+                }
+                symbol
+            })
+            .collect();
+        StoredObject {
+            path: PathBuf::from(path),
+            crate_name: "app".into(),
+            parsed: std::sync::Arc::new(super::super::cache::ParsedObject {
+                symbols,
+                types: Default::default(),
+                fingerprints: HashMap::new(),
+            }),
+        }
+    }
+
+    /// A revision made of `objects`.
+    pub fn revision(objects: &[&StoredObject]) -> RevisionObjects {
+        RevisionObjects {
+            crates: Default::default(),
+            objects: objects.iter().map(|&object| object.clone()).collect(),
         }
     }
 }

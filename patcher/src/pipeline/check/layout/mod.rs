@@ -20,12 +20,12 @@ mod compare;
 mod generated;
 mod source;
 
-use crate::pipeline::diff::demangle;
+use crate::pipeline::diff::{demangle, EditedIndex};
 use crate::pipeline::objects::cache::{ObjectCache, RevisionObjects};
 use crate::pipeline::objects::dwarf::{
     LocalCrateNames, ObjectTypes, SourceFile, TypeInfo, TypeUse,
 };
-use crate::pipeline::objects::symbols::{SymbolIndex, SymbolKind};
+use crate::pipeline::objects::symbols::SymbolKind;
 use crate::pipeline::objects::type_layout::Layout;
 use crate::pipeline::plan::{PatchPlan, Refusal};
 use compare::differences;
@@ -177,7 +177,7 @@ impl TypeLayouts {
 pub fn check_layouts(
     base: &TypeLayouts,
     objects: &RevisionObjects,
-    index: &SymbolIndex,
+    index: &EditedIndex,
     plan: &PatchPlan,
 ) -> std::result::Result<(), Refusal> {
     let changes = layout_refusals(base, &TypeLayouts::of(objects), index, plan);
@@ -194,7 +194,7 @@ pub fn check_layouts(
 pub fn layout_refusals(
     base: &TypeLayouts,
     new: &TypeLayouts,
-    new_index: &SymbolIndex,
+    new_index: &EditedIndex,
     plan: &PatchPlan,
 ) -> Vec<TypeLayoutChange> {
     if !base.is_described() {
@@ -213,7 +213,7 @@ struct EntryPoint<'a> {
 fn entry_points<'a>(
     base: &'a TypeLayouts,
     new: &'a TypeLayouts,
-    new_index: &SymbolIndex,
+    new_index: &EditedIndex,
     plan: &PatchPlan,
 ) -> Vec<EntryPoint<'a>> {
     let mut entries = Vec::new();
@@ -255,7 +255,7 @@ fn entry_points<'a>(
 
 /// The existing statics and thread-locals the relinked functions refer to, directly or
 /// through the running build's code they call (which may hand out pointers to its data).
-fn data_reached<'a>(index: &'a SymbolIndex, plan: &PatchPlan) -> Vec<(&'a str, SymbolKind)> {
+fn data_reached<'a>(index: &'a EditedIndex, plan: &PatchPlan) -> Vec<(&'a str, SymbolKind)> {
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     let mut queue: VecDeque<&str> = plan
         .relinked

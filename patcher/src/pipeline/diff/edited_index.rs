@@ -1,0 +1,88 @@
+//! A revision's symbols as the base's, with the names an edit touched replaced: what an
+//! incremental diff knows of the new revision without indexing its unchanged objects.
+
+use crate::pipeline::objects::symbols::{IndexedSymbol, SymbolIndex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// The new revision's symbols and who refers to whom, as a shared index plus the names whose
+/// definitions differ from it.
+#[derive(Debug, Clone, Default)]
+pub struct EditedIndex {
+    base: Arc<SymbolIndex>,
+    /// Name → its symbol in the new revision (`None`: no longer defined).
+    replaced: BTreeMap<String, Option<IndexedSymbol>>,
+    /// Referrers the replaced symbols gained and lost, by the name referred to.
+    gained: BTreeMap<String, BTreeSet<String>>,
+    lost: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl EditedIndex {
+    /// `base` itself.
+    pub fn unedited(base: Arc<SymbolIndex>) -> EditedIndex {
+        EditedIndex {
+            base,
+            ..EditedIndex::default()
+        }
+    }
+
+    /// `base` with each name of `replaced` defined as given there (or no longer, for `None`).
+    pub fn new(
+        base: Arc<SymbolIndex>,
+        replaced: BTreeMap<String, Option<IndexedSymbol>>,
+    ) -> EditedIndex {
+        let mut gained: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut lost: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let none = BTreeSet::new();
+        for (name, symbol) in &replaced {
+            let before = base.get(name).map_or(&none, |symbol| &symbol.references);
+            let after = symbol.as_ref().map_or(&none, |symbol| &symbol.references);
+            for target in after.difference(before) {
+                gained
+                    .entry(target.clone())
+                    .or_default()
+                    .insert(name.clone());
+            }
+            for target in before.difference(after) {
+                lost.entry(target.clone()).or_default().insert(name.clone());
+            }
+        }
+        EditedIndex {
+            base,
+            replaced,
+            gained,
+            lost,
+        }
+    }
+
+    /// The index it edits.
+    pub fn base(&self) -> &Arc<SymbolIndex> {
+        &self.base
+    }
+
+    /// The names defined differently from the base (not necessarily with other contents).
+    pub fn replaced(&self) -> &BTreeMap<String, Option<IndexedSymbol>> {
+        &self.replaced
+    }
+
+    pub fn get(&self, name: &str) -> Option<&IndexedSymbol> {
+        match self.replaced.get(name) {
+            Some(replaced) => replaced.as_ref(),
+            None => self.base.get(name),
+        }
+    }
+
+    /// The symbols that refer to `name`, ordered by mangled name.
+    pub fn referrers_of(&self, name: &str) -> BTreeSet<&str> {
+        let lost = self.lost.get(name);
+        let kept = self
+            .base
+            .referrers_of(name)
+            .into_iter()
+            .flatten()
+            .filter(|referrer| !lost.is_some_and(|lost| lost.contains(*referrer)));
+        kept.chain(self.gained.get(name).into_iter().flatten())
+            .map(String::as_str)
+            .collect()
+    }
+}
