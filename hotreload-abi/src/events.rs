@@ -42,6 +42,15 @@ pub enum Event {
     Detached { pid: u32 },
     /// Patching is live: these source directories are watched.
     Watching { directories: Vec<PathBuf> },
+    /// The session's warm-up is done: the unchanged sources were compiled into the patch
+    /// builds' directory and their objects indexed, so the first edit costs what later ones
+    /// do (an edit saved before this stops the warm-up and pays for it).
+    WarmedUp {
+        /// Object files indexed.
+        objects: usize,
+        /// From the session's start to now.
+        ms: f64,
+    },
     /// How to drive the run: keys on hotpatch's stdin (`keys`), or signals to `pid`.
     Commands { keys: bool, pid: u32 },
     /// An edit is running in the program.

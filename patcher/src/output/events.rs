@@ -37,6 +37,11 @@ pub enum Event<'a> {
     Watching {
         directories: Vec<PathBuf>,
     },
+    /// The first edit won't pay for a cold build (see [`abi::Event::WarmedUp`]).
+    WarmedUp {
+        objects: usize,
+        took: Duration,
+    },
     /// Which keys (on a terminal) or signals (otherwise) drive the run.
     Commands {
         keys: bool,
@@ -148,6 +153,11 @@ impl Reporter {
                 let list: Vec<_> = directories.iter().map(|d| d.display().to_string()).collect();
                 format!("{:>12} {} for changes; edit and save to patch {program}", "Watching", list.join(", "))
             }
+            Event::WarmedUp { objects, took } => format!(
+                "{:>12} for the first edit: unchanged sources compiled and {objects} objects indexed in {:.1} s",
+                "Ready",
+                took.as_secs_f64()
+            ),
             Event::Commands { keys: true } => {
                 format!("{:>12} type r⏎ to restart from a fresh build, u⏎ to undo the last patch, q⏎ to quit", "Keys")
             }
@@ -237,6 +247,10 @@ fn typed(event: &Event<'_>) -> abi::Event {
         Event::Detached { pid } => abi::Event::Detached { pid: *pid },
         Event::Watching { directories } => abi::Event::Watching {
             directories: directories.clone(),
+        },
+        Event::WarmedUp { objects, took } => abi::Event::WarmedUp {
+            objects: *objects,
+            ms: millis(*took),
         },
         Event::Commands { keys } => abi::Event::Commands {
             keys: *keys,

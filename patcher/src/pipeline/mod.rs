@@ -15,12 +15,11 @@ use crate::session::targets::Targets;
 use crate::session::{PreparedPatch, Session, Timings};
 use check::layout::check_layouts;
 use check::signature::check_signatures;
-use diff::{demangle, SymbolDiff};
+use diff::{demangle, EditedIndex, LatestBuild, SymbolDiff};
 use hotreload_abi::events::RefusalKind;
 use linker_shim::{Error, Revision};
 use objects::exe::BaseExecutable;
 use objects::registry::implementation_fingerprints;
-use objects::symbols::SymbolIndex;
 use plan::{narrow_to_edit, plan, EntryPolicy, PatchPlan, Refusal};
 use recompile::crates::CrateIndex;
 use recompile::{recompile_edit, RecompileError};
@@ -36,6 +35,7 @@ pub fn prepare(
 ) -> Result<Option<PreparedPatch>, PatchFailure> {
     let mut timings = Timings::default();
     let started = Instant::now();
+    session.adopt_warm_up();
     let recompiled = recompile_edit(
         &session.store,
         &session.base,
@@ -48,19 +48,24 @@ pub fn prepare(
 
     let started = Instant::now();
     let objects = session.objects.read(&recompiled.revision, &session.base)?;
-    let index = SymbolIndex::of(&objects);
-    let diff = SymbolDiff::between(&session.base_index, &index);
+    let diff = SymbolDiff::incremental(&session.latest, &objects);
+    session.objects.keep_only(&objects);
+    session.latest = LatestBuild {
+        objects: objects.clone(),
+        symbols: diff.new.clone(),
+    };
+    let base_index = diff.new.base();
     let Some(mut plan) = plan(&diff, &RunningEntries::of(session))? else {
         // Back to the base: everything runs its original code again.
         let mut plan = PatchPlan::default();
-        narrow_to_edit(&mut plan, session.running_functions(), &session.base_index);
+        narrow_to_edit(&mut plan, session.running_functions(), base_index);
         let patch = session.towards(Targets::default(), None, plan, timings);
         return Ok(patch.unless_empty());
     };
-    narrow_to_edit(&mut plan, session.running_functions(), &session.base_index);
-    check_layouts(&session.base_layouts, &objects, &index, &plan)?;
+    narrow_to_edit(&mut plan, session.running_functions(), base_index);
+    check_layouts(&session.base_layouts, &objects, &diff.new, &plan)?;
     timings.diff = started.elapsed();
-    plan.content = plan_content(&plan, &index);
+    plan.content = plan_content(&plan, &diff.new);
     if let Some(targets) = session.mapped_image(plan.content) {
         // The same code as an earlier, still-mapped patch: point the program there.
         return Ok(session.towards(targets, None, plan, timings).unless_empty());
@@ -149,7 +154,7 @@ pub(crate) fn runs_forever(base: &Revision, mangled: &str) -> bool {
 
 /// Identifies what a plan would link: each relinked function's and added data item's name and
 /// content fingerprint. Equal for two edits that produce the same code.
-fn plan_content(plan: &PatchPlan, index: &SymbolIndex) -> u64 {
+fn plan_content(plan: &PatchPlan, index: &EditedIndex) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for name in plan.relinked.iter().chain(&plan.added_data) {
         name.hash(&mut hasher);

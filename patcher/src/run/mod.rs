@@ -88,6 +88,10 @@ enum Signal {
         status: Option<ExitStatus>,
     },
     Command(Request),
+    /// The warm-up of program number `run`'s session is done.
+    WarmedUp {
+        run: u64,
+    },
     /// An answer of program number `run`'s agent; `None` once its connection ended.
     Reply {
         run: u64,
@@ -226,6 +230,12 @@ impl<'a> Runner<'a> {
                     let program = self.program.as_mut().filter(|p| p.run == run);
                     if let Some(patching) = program.and_then(|p| p.patching.as_mut()) {
                         patching.on_reply(reply, &self.reporter);
+                    }
+                }
+                Signal::WarmedUp { run } => {
+                    let program = self.program.as_mut().filter(|p| p.run == run);
+                    if let Some(patching) = program.and_then(|p| p.patching.as_mut()) {
+                        patching.on_warmed_up(&self.reporter);
                     }
                 }
                 Signal::SourcesChanged(files) => {

@@ -88,7 +88,10 @@ pub(super) fn start_patching(
         &connection.hello,
         hotpatch_exe,
     )?;
-    session.warm_up();
+    let warmed = signals.clone();
+    session.warm_up(move || {
+        let _ = warmed.send(Signal::WarmedUp { run });
+    });
     let watched = sources.directories();
     let replies = signals.clone();
     connection.forward_replies(move |reply| replies.send(Signal::Reply { run, reply }).is_ok());
@@ -274,6 +277,13 @@ impl Patching {
     }
 
     /// When the run loop should call [`Patching::on_deadline`].
+    /// The warm-up is done: its build is what the first edit is compared with.
+    pub(super) fn on_warmed_up(&mut self, reporter: &Reporter) {
+        if let Some((objects, took)) = self.session.adopt_warm_up() {
+            reporter.emit(Event::WarmedUp { objects, took });
+        }
+    }
+
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.pending.as_ref()?.ask_at
     }

@@ -6,6 +6,7 @@ pub mod targets;
 
 use crate::leftovers::remove_dirs_of_ended_processes;
 use crate::pipeline::check::layout::TypeLayouts;
+use crate::pipeline::diff::{EditedIndex, LatestBuild, SymbolDiff};
 use crate::pipeline::link::image::{
     image_index, read_mapped_image, ImageSpace, LinkedImage, Toolchain,
 };
@@ -22,7 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use targets::{slot_updates, EntryCopies, Targets};
 
 /// In the patches directory: until when the edits were handled ([`Session::sources_handled`]).
@@ -72,14 +74,27 @@ impl PreparedPatch {
     }
 }
 
+/// The warm-up's build of the unchanged sources, compared with the base.
+struct WarmedUp {
+    latest: LatestBuild,
+    /// Its objects, parsed.
+    cache: ObjectCache,
+    /// From the start of the warm-up to its end.
+    took: Duration,
+}
+
 /// The state of one running program being patched.
 pub struct Session {
     pub(crate) store: Store,
     pub(crate) base: Revision,
-    pub(crate) base_index: SymbolIndex,
+    /// The newest build compared with the base (at first the base itself): the next patch
+    /// build is compared with it object by object.
+    pub(crate) latest: LatestBuild,
+    /// Where the warm-up leaves its build, indexed (see [`Session::warm_up`]).
+    warmed: Arc<Mutex<Option<WarmedUp>>>,
     /// The local crates and their patch builds so far.
     pub(crate) builds: PatchBuilds,
-    /// Objects parsed so far, by content: a new build re-parses only what it changed.
+    /// Objects parsed so far, by pooled file: a new build parses only what it changed.
     pub(crate) objects: ObjectCache,
     pub(crate) base_layouts: TypeLayouts,
     pub(crate) exe: BaseExecutable,
@@ -172,8 +187,12 @@ impl Session {
         let base_objects = objects.read(&base, &base)?;
         let image_space = ImageSpace::below(&exe.loaded);
         let mut session = Session {
-            base_index: SymbolIndex::of(&base_objects),
+            latest: LatestBuild {
+                symbols: EditedIndex::unedited(Arc::new(SymbolIndex::of(&base_objects))),
+                objects: base_objects.clone(),
+            },
             builds: PatchBuilds::new(&store, &base, crates)?,
+            warmed: Arc::default(),
             base_layouts: TypeLayouts::of(&base_objects),
             objects,
             store,
@@ -253,10 +272,52 @@ impl Session {
     }
 
     /// Starts the build that makes the first edit as fast as later ones
-    /// ([`PatchBuilds::warm_up`]).
-    pub fn warm_up(&mut self) {
-        self.builds
-            .warm_up(&self.store, &self.base, &self.hotpatch_exe);
+    /// ([`PatchBuilds::warm_up`]), then indexes its objects against the base — all of them:
+    /// a new output directory means new objects — still in the background. `done` is
+    /// called once that is ready to [`adopt`](Session::adopt_warm_up).
+    pub fn warm_up(&mut self, done: impl FnOnce() + Send + 'static) {
+        let warmed = Arc::clone(&self.warmed);
+        let latest = self.latest.clone();
+        let mut cache = ObjectCache::for_revision(&self.base);
+        let base = self.base.clone();
+        let started = Instant::now();
+        self.builds.warm_up(
+            &self.store,
+            &self.base,
+            &self.hotpatch_exe,
+            move |revision| {
+                let Ok(objects) = cache.read(&revision, &base) else {
+                    return; // the first edit reads them, and reports what is wrong
+                };
+                let diff = SymbolDiff::incremental(&latest, &objects);
+                *warmed.lock().unwrap_or_else(PoisonError::into_inner) = Some(WarmedUp {
+                    latest: LatestBuild {
+                        objects,
+                        symbols: diff.new,
+                    },
+                    cache,
+                    took: started.elapsed(),
+                });
+                done();
+            },
+        );
+    }
+
+    /// Ends the warm-up (stopping its compiler if it still runs) and takes over what it
+    /// indexed, if it got that far: the next patch build is compared with it, so only the
+    /// objects the edit rewrote are read. Returns how many objects it indexed, and when.
+    pub fn adopt_warm_up(&mut self) -> Option<(usize, Duration)> {
+        self.builds.stop_warm_up();
+        let warmed = self
+            .warmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        let objects = warmed.latest.objects.objects.len();
+        self.latest = warmed.latest;
+        // The base's objects are not parsed again: no patch build shares them.
+        self.objects = warmed.cache;
+        Some((objects, warmed.took))
     }
 
     /// Replaces what the session believes the program runs by what it says it runs

@@ -81,9 +81,16 @@ impl PatchBuilds {
     /// Compiles the binary crate, unchanged, into the scratch directory in the background
     /// at low priority: the first build in a new output directory redoes most of rustc's
     /// codegen, so without this the session's first edit costs several times a later one.
-    /// The first edit that comes before it is done stops it ([`PatchBuilds::stop_warm_up`])
+    /// `then` gets the build's revision, still on the background thread. The first edit
+    /// that comes before the compiler is done stops it ([`PatchBuilds::stop_warm_up`])
     /// rather than wait for a niced compiler.
-    pub fn warm_up(&mut self, store: &Store, base: &Revision, hotpatch_exe: &Path) {
+    pub fn warm_up(
+        &mut self,
+        store: &Store,
+        base: &Revision,
+        hotpatch_exe: &Path,
+        then: impl FnOnce(Revision) + Send + 'static,
+    ) {
         let compiler = Compiler::default();
         let mut builds = PatchBuilds {
             crates: self.crates.clone(),
@@ -95,15 +102,19 @@ impl PatchBuilds {
         let running = Arc::clone(&compiler);
         let thread = std::thread::spawn(move || {
             // A failure here (the sources don't compile yet, say) is the first edit's to report.
-            let _ = build_binary(&store, &base, &mut builds, &hotpatch_exe, Some(&running));
+            if let Ok((revision, _)) =
+                build_binary(&store, &base, &mut builds, &hotpatch_exe, Some(&running))
+            {
+                then(revision);
+            }
         });
         self.warm_up = Some(WarmUp { thread, compiler });
     }
 
     /// Ends the warm-up: kills its compiler if it still runs (its partial outputs are
     /// overwritten by the next build; rustc's incremental state survives a killed compiler)
-    /// and waits for its thread.
-    fn stop_warm_up(&mut self) {
+    /// and waits for its thread (and so for what it does with a finished build).
+    pub fn stop_warm_up(&mut self) {
         let Some(warm_up) = self.warm_up.take() else {
             return;
         };
