@@ -50,14 +50,11 @@ impl ObjectPool {
     /// Pools the object file at `original`; returns its name in the pool.
     pub(crate) fn add_file(&self, original: &Path) -> Result<String> {
         self.create()?;
-        let file_name = original
-            .file_name()
-            .map(|name| name.to_string_lossy())
-            .unwrap_or_default();
         let metadata = fs::metadata(original)
             .context(|| format!("could not read the object {}", original.display()))?;
+        // Not the file name: rustc gives each compiler session's objects a new random suffix.
         let name = format!(
-            "i{:x}-{:x}.{:09}-{}-{file_name}",
+            "i{:x}-{:x}.{:09}-{}.o",
             metadata.ino(),
             metadata.mtime(),
             metadata.mtime_nsec(),
@@ -74,7 +71,8 @@ impl ObjectPool {
         }
         let bytes = fs::read(original)
             .context(|| format!("could not read the object {}", original.display()))?;
-        self.add_bytes(&bytes, &file_name)
+        // Named by contents only: the file name changes from one compiler session to the next.
+        self.add_bytes(&bytes, "object.o")
     }
 
     /// Pools `bytes` (an object named `member_name`, taken out of an archive); returns its
@@ -152,6 +150,10 @@ mod tests {
             first,
             "same file, same name"
         );
+        // The next compiler session hard-links it into its output under another name.
+        let renamed = dir.path().join("app.cgu.other-suffix.rcgu.o");
+        fs::hard_link(&object, &renamed).unwrap();
+        assert_eq!(pool.add_file(&renamed).unwrap(), first, "same inode");
         assert_eq!(
             fs::metadata(pool.dir().join(&first)).unwrap().ino(),
             fs::metadata(&object).unwrap().ino(),
