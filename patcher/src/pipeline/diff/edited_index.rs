@@ -10,8 +10,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default)]
 pub struct EditedIndex {
     base: Arc<SymbolIndex>,
-    /// Name → its symbol in the new revision (`None`: no longer defined).
-    replaced: BTreeMap<String, Option<IndexedSymbol>>,
+    /// Name → its symbol in the new revision (`None`: no longer defined); shared with the
+    /// next build's index, which starts from this one's.
+    replaced: BTreeMap<String, Option<Arc<IndexedSymbol>>>,
     /// Referrers the replaced symbols gained and lost, by the name referred to.
     gained: BTreeMap<String, BTreeSet<String>>,
     lost: BTreeMap<String, BTreeSet<String>>,
@@ -29,7 +30,7 @@ impl EditedIndex {
     /// `base` with each name of `replaced` defined as given there (or no longer, for `None`).
     pub fn new(
         base: Arc<SymbolIndex>,
-        replaced: BTreeMap<String, Option<IndexedSymbol>>,
+        replaced: BTreeMap<String, Option<Arc<IndexedSymbol>>>,
     ) -> EditedIndex {
         let mut gained: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut lost: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -61,13 +62,13 @@ impl EditedIndex {
     }
 
     /// The names defined differently from the base (not necessarily with other contents).
-    pub fn replaced(&self) -> &BTreeMap<String, Option<IndexedSymbol>> {
+    pub fn replaced(&self) -> &BTreeMap<String, Option<Arc<IndexedSymbol>>> {
         &self.replaced
     }
 
     pub fn get(&self, name: &str) -> Option<&IndexedSymbol> {
         match self.replaced.get(name) {
-            Some(replaced) => replaced.as_ref(),
+            Some(replaced) => replaced.as_deref(),
             None => self.base.get(name),
         }
     }

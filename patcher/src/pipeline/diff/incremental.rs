@@ -7,11 +7,12 @@
 //! are merged again; every other symbol, and who refers to it, is as the previous build had
 //! it — and that build is known as the base plus the names edits touched since.
 
-use super::{classify, EditedIndex, SymbolDiff};
+use super::{classify, EditedIndex, SymbolDiff, Unchanged};
 use crate::pipeline::objects::cache::{RevisionObjects, StoredObject};
 use crate::pipeline::objects::symbols::{merge_copies, IndexedSymbol};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The newest build compared so far: its objects and symbols (at first, the base's).
 #[derive(Debug, Clone)]
@@ -23,8 +24,7 @@ pub struct LatestBuild {
 impl SymbolDiff {
     /// Compares `new` with the base, reading only the symbols of objects that one of `new`
     /// and the `latest` build has and the other hasn't. Equal to [`SymbolDiff::between`] the
-    /// base's and `new`'s full indexes, except that `symbols` lists only the names edits
-    /// touched since the base (every other one is unchanged).
+    /// base's and `new`'s full indexes, except that `symbols` lists no unchanged symbol.
     pub fn incremental(latest: &LatestBuild, new: &RevisionObjects) -> SymbolDiff {
         let in_latest: HashSet<&Path> = paths(&latest.objects).collect();
         let in_new: HashSet<&Path> = paths(new).collect();
@@ -60,7 +60,7 @@ impl SymbolDiff {
         for &name in &touched {
             let mut copies = kept_copies(latest.symbols.get(name), &kept_objects);
             copies.extend(added_copies.get(name).into_iter().flatten());
-            replaced.insert(name.to_owned(), merge_copies(copies));
+            replaced.insert(name.to_owned(), merge_copies(copies).map(Arc::new));
         }
 
         let base = latest.symbols.base();
@@ -69,6 +69,7 @@ impl SymbolDiff {
             edited.replaced().keys().map(String::as_str),
             |name| base.get(name),
             |name| edited.get(name),
+            Unchanged::Left,
         );
         SymbolDiff {
             symbols,
@@ -208,9 +209,8 @@ mod tests {
         );
         let diff = diffs(&revision(&[&a, &b]), &revision(&[&a, &b2]));
         assert_eq!(statuses(&diff), [(ChangeStatus::Changed, "app::h".into())]);
-        // Only the rewritten object's names were compared.
-        let compared: Vec<_> = diff.symbols.iter().map(|s| s.demangled.as_str()).collect();
-        assert_eq!(compared, ["app::h", "app::same"]);
+        // Unchanged symbols are not listed.
+        assert_eq!(diff.symbols.len(), 1);
         let definition = &diff.new.get(&mangled("app::h")).unwrap().definitions[0];
         assert_eq!(definition.object, Path::new("b2.o"));
     }

@@ -57,8 +57,7 @@ pub struct LayoutChange {
 #[derive(Debug, Clone, Default)]
 pub struct SymbolDiff {
     /// The symbols compared, ordered by status then mangled name: every symbol of both
-    /// revisions, or for an incremental diff those the rewritten objects define (every
-    /// other one is unchanged).
+    /// revisions, or for an incremental diff those changed, added or removed.
     pub symbols: Vec<SymbolChange>,
     pub layout_changes: Vec<LayoutChange>,
     /// The new revision's symbols, and for each the symbols that refer to it.
@@ -110,7 +109,12 @@ impl SymbolDiff {
             .chain(old.iter())
             .map(|symbol| symbol.name.as_str())
             .collect();
-        let (symbols, layout_changes) = classify(names, |name| old.get(name), |name| new.get(name));
+        let (symbols, layout_changes) = classify(
+            names,
+            |name| old.get(name),
+            |name| new.get(name),
+            Unchanged::Listed,
+        );
         SymbolDiff {
             symbols,
             layout_changes,
@@ -164,12 +168,21 @@ impl SymbolDiff {
     }
 }
 
+/// Whether [`classify`] lists unchanged symbols.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unchanged {
+    Listed,
+    /// Left out (a patch needs what changed only; naming the rest costs a demangle each).
+    Left,
+}
+
 /// The status of each of `names` between the revisions whose symbols `old` and `new` look
 /// up, ordered by status then mangled name, and the data among them that changed layout.
 fn classify<'a>(
     names: impl IntoIterator<Item = &'a str>,
     old: impl Fn(&str) -> Option<&'a IndexedSymbol>,
     new: impl Fn(&str) -> Option<&'a IndexedSymbol>,
+    unchanged: Unchanged,
 ) -> (Vec<SymbolChange>, Vec<LayoutChange>) {
     let mut symbols = Vec::new();
     let mut layout_changes = Vec::new();
@@ -182,12 +195,13 @@ fn classify<'a>(
                 if is_data(symbol.kind) && layout_differs(previous, symbol) {
                     layout_changes.push(layout_change(previous, symbol));
                 }
-                let status = if previous.fingerprint == symbol.fingerprint {
-                    ChangeStatus::Unchanged
+                if previous.fingerprint != symbol.fingerprint {
+                    change(symbol, ChangeStatus::Changed)
+                } else if unchanged == Unchanged::Listed {
+                    change(symbol, ChangeStatus::Unchanged)
                 } else {
-                    ChangeStatus::Changed
-                };
-                change(symbol, status)
+                    continue;
+                }
             }
         };
         symbols.push(change);
