@@ -15,7 +15,7 @@ use crate::session::targets::Targets;
 use crate::session::{PreparedPatch, Session, Timings};
 use check::layout::check_layouts;
 use check::signature::check_signatures;
-use diff::{demangle, EditedIndex, LatestBuild, SymbolDiff};
+use diff::{demangle, EditedIndex, SymbolDiff};
 use hotreload_abi::events::RefusalKind;
 use linker_shim::{Error, Revision};
 use objects::exe::BaseExecutable;
@@ -25,6 +25,7 @@ use recompile::crates::CrateIndex;
 use recompile::{recompile_edit, RecompileError};
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Recompiles what an edit of the `edited` crates touches, diffs it against the running base,
@@ -50,11 +51,9 @@ pub fn prepare(
     let objects = session.objects.read(&recompiled.revision, &session.base)?;
     let diff = SymbolDiff::incremental(&session.latest, &objects);
     session.objects.keep_only(&objects);
-    session.latest = LatestBuild {
-        objects: objects.clone(),
-        symbols: diff.new.clone(),
-    };
-    let base_index = diff.new.base();
+    session.latest = session.latest.after(objects.clone(), &diff);
+    let base_index = Arc::clone(session.latest.running());
+    let base_index = base_index.as_ref();
     let Some(mut plan) = plan(&diff, &RunningEntries::of(session))? else {
         // Back to the base: everything runs its original code again.
         let mut plan = PatchPlan::default();

@@ -6,7 +6,7 @@ pub mod targets;
 
 use crate::leftovers::remove_dirs_of_ended_processes;
 use crate::pipeline::check::layout::TypeLayouts;
-use crate::pipeline::diff::{EditedIndex, LatestBuild, SymbolDiff};
+use crate::pipeline::diff::LatestBuild;
 use crate::pipeline::link::image::{
     image_index, read_mapped_image, ImageSpace, LinkedImage, Toolchain,
 };
@@ -187,10 +187,10 @@ impl Session {
         let base_objects = objects.read(&base, &base)?;
         let image_space = ImageSpace::below(&exe.loaded);
         let mut session = Session {
-            latest: LatestBuild {
-                symbols: EditedIndex::unedited(Arc::new(SymbolIndex::of(&base_objects))),
-                objects: base_objects.clone(),
-            },
+            latest: LatestBuild::base(
+                base_objects.clone(),
+                Arc::new(SymbolIndex::of(&base_objects)),
+            ),
             builds: PatchBuilds::new(&store, &base, crates)?,
             warmed: Arc::default(),
             base_layouts: TypeLayouts::of(&base_objects),
@@ -277,7 +277,7 @@ impl Session {
     /// called once that is ready to [`adopt`](Session::adopt_warm_up).
     pub fn warm_up(&mut self, done: impl FnOnce() + Send + 'static) {
         let warmed = Arc::clone(&self.warmed);
-        let latest = self.latest.clone();
+        let running = Arc::clone(self.latest.running());
         let mut cache = ObjectCache::for_revision(&self.base);
         let base = self.base.clone();
         let started = Instant::now();
@@ -289,12 +289,8 @@ impl Session {
                 let Ok(objects) = cache.read(&revision, &base) else {
                     return; // the first edit reads them, and reports what is wrong
                 };
-                let diff = SymbolDiff::incremental(&latest, &objects);
                 *warmed.lock().unwrap_or_else(PoisonError::into_inner) = Some(WarmedUp {
-                    latest: LatestBuild {
-                        objects,
-                        symbols: diff.new,
-                    },
+                    latest: LatestBuild::anchored(objects, running),
                     cache,
                     took: started.elapsed(),
                 });

@@ -5,11 +5,13 @@
 //! and the store names each object after its contents: an object the previous build had too
 //! can define nothing new. So only the names that differing objects define (in either build)
 //! are merged again; every other symbol, and who refers to it, is as the previous build had
-//! it — and that build is known as the base plus the names edits touched since.
+//! it. That build is known as an *anchor* indexed in full — the base, or the warm-up's build
+//! of the same sources — plus the names edits replaced since; what is classified against the
+//! running base is those names and the few in which the anchor differs from it.
 
 use super::{classify, EditedIndex, SymbolDiff, Unchanged};
 use crate::pipeline::objects::cache::{RevisionObjects, StoredObject};
-use crate::pipeline::objects::symbols::{merge_copies, IndexedSymbol};
+use crate::pipeline::objects::symbols::{merge_copies, IndexedSymbol, SymbolIndex};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +20,69 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct LatestBuild {
     pub objects: RevisionObjects,
+    /// Its symbols: the anchor's full index plus the names edits replaced since.
     pub symbols: EditedIndex,
+    /// The running base's index, which every build is classified against.
+    running: Arc<SymbolIndex>,
+    /// The names whose symbols differ between the anchor and the running base (none when
+    /// the anchor is the base).
+    anchor_changes: Arc<BTreeSet<String>>,
+}
+
+impl LatestBuild {
+    /// The running base's own build, indexed as `index`.
+    pub fn base(objects: RevisionObjects, index: Arc<SymbolIndex>) -> LatestBuild {
+        LatestBuild {
+            objects,
+            symbols: EditedIndex::unedited(Arc::clone(&index)),
+            running: index,
+            anchor_changes: Arc::default(),
+        }
+    }
+
+    /// A build indexed in full and compared with the `running` base once (the warm-up's:
+    /// every object of a new output directory is new, so comparing it object by object
+    /// would gain nothing), the anchor of the builds after it.
+    pub fn anchored(objects: RevisionObjects, running: Arc<SymbolIndex>) -> LatestBuild {
+        let index = Arc::new(SymbolIndex::of(&objects));
+        let names: BTreeSet<&str> = index
+            .iter()
+            .chain(running.iter())
+            .map(|symbol| symbol.name.as_str())
+            .collect();
+        let (changed, layout_changes) = classify(
+            names,
+            |name| running.get(name),
+            |name| index.get(name),
+            Unchanged::Left,
+        );
+        let anchor_changes = changed
+            .into_iter()
+            .map(|symbol| symbol.mangled)
+            .chain(layout_changes.into_iter().flat_map(|c| [c.old, c.new]))
+            .collect();
+        LatestBuild {
+            objects,
+            symbols: EditedIndex::unedited(index),
+            running,
+            anchor_changes: Arc::new(anchor_changes),
+        }
+    }
+
+    /// The running base's index.
+    pub fn running(&self) -> &Arc<SymbolIndex> {
+        &self.running
+    }
+
+    /// The build of `objects`, whose [`SymbolDiff::incremental`] from this one is `diff`.
+    pub fn after(&self, objects: RevisionObjects, diff: &SymbolDiff) -> LatestBuild {
+        LatestBuild {
+            objects,
+            symbols: diff.new.clone(),
+            running: Arc::clone(&self.running),
+            anchor_changes: Arc::clone(&self.anchor_changes),
+        }
+    }
 }
 
 impl SymbolDiff {
@@ -63,11 +127,17 @@ impl SymbolDiff {
             replaced.insert(name.to_owned(), merge_copies(copies).map(Arc::new));
         }
 
-        let base = latest.symbols.base();
-        let edited = EditedIndex::new(base.clone(), replaced);
+        let edited = EditedIndex::new(Arc::clone(latest.symbols.base()), replaced);
+        let compared: BTreeSet<&str> = edited
+            .replaced()
+            .keys()
+            .chain(latest.anchor_changes.iter())
+            .map(String::as_str)
+            .collect();
+        let running = &latest.running;
         let (symbols, layout_changes) = classify(
-            edited.replaced().keys().map(String::as_str),
-            |name| base.get(name),
+            compared,
+            |name| running.get(name),
             |name| edited.get(name),
             Unchanged::Left,
         );
@@ -121,10 +191,7 @@ mod tests {
     /// diff of the two full indexes says.
     fn diffs(base: &RevisionObjects, new: &RevisionObjects) -> SymbolDiff {
         let base_index = Arc::new(SymbolIndex::of(base));
-        let latest = LatestBuild {
-            objects: base.clone(),
-            symbols: EditedIndex::unedited(base_index.clone()),
-        };
+        let latest = LatestBuild::base(base.clone(), base_index.clone());
         checked(&base_index, &latest, new)
     }
 
@@ -381,19 +448,23 @@ mod tests {
             base in arbitrary_objects(),
             first in arbitrary_objects(),
             second in arbitrary_objects(),
-            kept in proptest::collection::vec(any::<bool>(), 12),
+            third in arbitrary_objects(),
+            kept in proptest::collection::vec(any::<bool>(), 18),
+            warm_up in any::<bool>(),
         ) {
             let base = revision(&base.iter().collect::<Vec<_>>());
             let first = carried_over(first, &base.objects, &kept[..6]);
-            let second = carried_over(second, &first.objects, &kept[6..]);
+            let second = carried_over(second, &first.objects, &kept[6..12]);
+            let third = carried_over(third, &second.objects, &kept[12..]);
             let base_index = Arc::new(SymbolIndex::of(&base));
-            let mut latest = LatestBuild {
-                objects: base.clone(),
-                symbols: EditedIndex::unedited(base_index.clone()),
-            };
-            for build in [first, second] {
+            let mut latest = LatestBuild::base(base.clone(), base_index.clone());
+            if warm_up {
+                // The first build is a warm-up: indexed in full, the anchor of the others.
+                latest = LatestBuild::anchored(first.clone(), base_index.clone());
+            }
+            for build in [first, second, third] {
                 let diff = checked(&base_index, &latest, &build);
-                latest = LatestBuild { objects: build, symbols: diff.new };
+                latest = latest.after(build, &diff);
             }
         }
     }
