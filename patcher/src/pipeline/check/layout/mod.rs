@@ -32,9 +32,9 @@ use compare::differences;
 use generated::{generated_differences, GeneratedType, States};
 use hotreload_abi::slot::{is_slot_implementation, IMPLEMENTATION_SUFFIX};
 use linker_shim::{Result, Revision};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// One type whose layout changed although the running program holds values of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,9 @@ impl fmt::Display for TypeLayoutChange {
 pub struct TypeLayouts {
     crates: LocalCrateNames,
     objects: Vec<Arc<ObjectTypes>>,
+    /// The demangled paths of its functions, made when first asked (the base's, once per
+    /// session: a demangle per function).
+    function_paths: OnceLock<HashSet<String>>,
 }
 
 impl TypeLayouts {
@@ -102,6 +105,7 @@ impl TypeLayouts {
                 .iter()
                 .map(|object| Arc::clone(&object.parsed.types))
                 .collect(),
+            function_paths: OnceLock::new(),
         }
     }
 
@@ -133,12 +137,15 @@ impl TypeLayouts {
     }
 
     fn has_function_at(&self, demangled: &str) -> bool {
-        self.objects.iter().any(|object| {
-            object
-                .functions
-                .keys()
-                .any(|name| demangle(name) == demangled)
-        })
+        self.function_paths
+            .get_or_init(|| {
+                self.objects
+                    .iter()
+                    .flat_map(|object| object.functions.keys())
+                    .map(|name| demangle(name))
+                    .collect()
+            })
+            .contains(demangled)
     }
 
     fn static_type(&self, linkage_name: &str) -> Option<&TypeUse> {
@@ -222,6 +229,10 @@ fn entry_points<'a>(
         .iter()
         .filter(|name| is_slot_implementation(&demangle(name)));
     for function in rewired.chain(&plan.redirected) {
+        // Nothing to compare unless the new version takes or returns the crate's types.
+        let Some(uses) = new.function(function) else {
+            continue;
+        };
         let demangled = demangle(function);
         // Old callers reach it if the running build has it, by name or, for a slot, at the
         // same path (a slot's symbol may be new: the legacy symbol hash covers the fields of
@@ -229,11 +240,10 @@ fn entry_points<'a>(
         if base.function(function).is_none() && !base.has_function_at(&demangled) {
             continue;
         }
-        let uses = new.function(function).into_iter().flatten();
         let function = demangled
             .strip_suffix(IMPLEMENTATION_SUFFIX)
             .unwrap_or(&demangled);
-        entries.extend(uses.map(|type_use| EntryPoint {
+        entries.extend(uses.iter().map(|type_use| EntryPoint {
             origin: format!("{} of `{function}`", type_use.role),
             reaches: &type_use.reaches,
         }));
