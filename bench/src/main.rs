@@ -79,8 +79,10 @@ fn main() -> ExitCode {
     name = "hotpatch-bench",
     about = "Measure edit-to-running under `hotpatch run` against the compiler floor and against cargo build + restart.",
     long_about = "Measure edit-to-running under `hotpatch run` against the compiler floor and against cargo build + restart.\n\n\
-        Generates programs (binary crates of about 1k, 10k and 50k lines, and a 1k one that depends on a chain \
-        of three workspace-local library crates) into a scratch cargo workspace, runs each under `hotpatch run \
+        Generates programs (binary crates of about 1k, 10k and 50k lines; a 1k one that depends on a chain \
+        of three workspace-local library crates; and `deps`, a 1k one whose every frame uses serde (derive) + \
+        serde_json and regex and runs as a task of a current-thread tokio runtime, so its executable links \
+        them as real programs do) into a scratch cargo workspace, runs each under `hotpatch run \
         --message-format json` (dev profile), and rewrites one line of a function its #[hotreload] frame \
         function calls, --repeats times: in the binary crate, or for `crates-lib` in the deepest library \
         (every other library depends on it, and the frame reaches it through each). Per edit it measures:\n\n\
@@ -112,11 +114,12 @@ fn main() -> ExitCode {
 struct BenchArgs {
     /// Programs to measure: sizes of the binary crate (`1k`, `10k`, `50k`, any `<N>k`),
     /// `crates` (1k lines plus a chain of three workspace-local library crates, edited in the
-    /// binary crate) and `crates-lib` (the same program, edited in its deepest library)
+    /// binary crate), `crates-lib` (the same program, edited in its deepest library) and `deps`
+    /// (1k lines whose frames use serde + serde_json, regex and tokio)
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1k,10k,50k,crates,crates-lib"
+        default_value = "1k,10k,50k,crates,crates-lib,deps"
     )]
     sizes: Vec<ProgramSpec>,
 
