@@ -12,7 +12,7 @@ use linker_shim::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use testkit::session::{field, Event, Launch, Session};
 
 /// The first `hotpatch run` of a program builds it (and, for the first program, the
@@ -56,6 +56,13 @@ pub struct Sample {
     pub relinked: usize,
 }
 
+impl Sample {
+    /// diff + link + load: hotpatch's own cost, everything but rustc.
+    pub fn patch_overhead(&self) -> f64 {
+        self.diff + self.link + self.load
+    }
+}
+
 /// Resident memory, KiB.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Memory {
@@ -74,6 +81,14 @@ pub struct ProgramMeasurement {
     pub title: String,
     pub lines: usize,
     pub library_lines: usize,
+    /// From `app-started` to `watching` (ms): how long the session took, program started, to
+    /// be ready to patch.
+    pub session_start_ms: f64,
+    /// From `watching` to the first edit's write (ms): the first edit is written as soon as
+    /// the program ran a frame and the floor is prepared, while the session's background
+    /// warm-up build may still run.
+    pub first_edit_after_watching_ms: f64,
+    /// In order: the first is the session's first patch.
     pub samples: Vec<Sample>,
     pub memory: Memory,
     /// The functions whose entries the patches redirected (demangled); empty when every
@@ -98,6 +113,14 @@ pub fn measure(
     cargo_build.run()?;
     progress("hotpatch run: build, start, watch");
     let mut live = start_hotpatch_run(setup, &program.package)?;
+    let watching = Instant::now();
+    let session_start = live
+        .start_to_watching
+        .ok_or_else(|| Error::new("the session's start was not waited for"))?;
+    progress(&format!(
+        "ready to patch {:.0} ms after the program started",
+        millis(session_start)
+    ));
     live.wait_line(|line| line.starts_with("first-frame "))?;
     live.patience = PATCH_PATIENCE;
     let floor = CompilerFloor::prepare(
@@ -109,7 +132,11 @@ pub fn measure(
     let program_before = resident_kib(live.pid)?.0;
     let mut samples = Vec::new();
     let mut redirected = BTreeSet::new();
+    let mut first_edit_after_watching = Duration::ZERO;
     for version in 1..=repeats {
+        if version == 1 {
+            first_edit_after_watching = watching.elapsed();
+        }
         let written_at = realtime_ns();
         program.write_version(version)?;
         let (patch, first_call) = wait_for_version(&mut live, program.edit.site, version)?;
@@ -119,8 +146,9 @@ pub fn measure(
         sample.floor = sample.floor_crates.iter().map(|krate| krate.ms).sum();
         let usual = cargo_build.rebuild_and_restart()?;
         (sample.cargo_build, sample.restart) = (millis(usual.build), millis(usual.restart));
+        let first = if version == 1 { " (first patch)" } else { "" };
         progress(&format!(
-            "edit {version}/{repeats}: running after {:.0} ms (rustc {:.0}); floor {:.0} ms; rebuild + restart {:.0} ms",
+            "edit {version}/{repeats}{first}: running after {:.0} ms (rustc {:.0}); floor {:.0} ms; rebuild + restart {:.0} ms",
             sample.edit_to_running,
             sample.rustc,
             sample.floor,
@@ -141,6 +169,8 @@ pub fn measure(
         title: program.spec.title(),
         lines: program.lines,
         library_lines: program.library_lines,
+        session_start_ms: millis(session_start),
+        first_edit_after_watching_ms: millis(first_edit_after_watching),
         samples,
         memory,
         redirected,
