@@ -6,10 +6,10 @@
 //! changes: `--out-dir` points at a scratch directory per crate, `-C incremental` at the
 //! floor's own copy of the incremental cache, each dependent's `--extern` at the rlib the
 //! floor just built, and the linker is `/bin/true` — parsing, analysis, codegen and the object
-//! files, but no link. The copy is taken from hotpatch's cache before the first edit and
-//! compiled once unchanged (untimed: a first compile into a new output directory reuses much
-//! less of the cache); each floor compile then follows the hotpatch compile of the same edit,
-//! so both start from the previous version's cache.
+//! files, but no link. The copy is taken from the cache of `hotpatch build` before the
+//! session starts, and compiled once unchanged (untimed: a first compile into a new output
+//! directory reuses much less of the cache); each floor compile then follows the hotpatch
+//! compile of the same edit, so both start from the previous version's cache.
 
 use hotreload_abi::events::CrateMillis;
 use linker_shim::{Context, Error, Result, RustcInvocation, Store};
