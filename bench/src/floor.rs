@@ -6,10 +6,10 @@
 //! changes: `--out-dir` points at a scratch directory per crate, `-C incremental` at the
 //! floor's own copy of the incremental cache, each dependent's `--extern` at the rlib the
 //! floor just built, and the linker is `/bin/true` — parsing, analysis, codegen and the object
-//! files, but no link. The copy is taken from hotpatch's cache before the first edit and
-//! compiled once unchanged (untimed: a first compile into a new output directory reuses much
-//! less of the cache); each floor compile then follows the hotpatch compile of the same edit,
-//! so both start from the previous version's cache.
+//! files, but no link. The copy is taken from the cache of `hotpatch build` before the
+//! session starts, and compiled once unchanged (untimed: a first compile into a new output
+//! directory reuses much less of the cache); each floor compile then follows the hotpatch
+//! compile of the same edit, so both start from the previous version's cache.
 
 use hotreload_abi::events::CrateMillis;
 use linker_shim::{Context, Error, Result, RustcInvocation, Store};
@@ -18,7 +18,7 @@ use patcher::pipeline::recompile::{link_fresh_libraries, redirect_out_dir};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Re-runs the recorded compilations an edit of one crate needs, without linking.
 pub struct CompilerFloor {
@@ -151,28 +151,57 @@ fn with_codegen_option(args: Vec<String>, name: &str, value: &str) -> Vec<String
         .collect()
 }
 
-/// Copies the session directories of `crate_name` (`<crate>-<hash>/`) from an incremental
-/// cache into `to`.
+/// How many times the copy of a crate's incremental cache is tried: the session's background
+/// warm-up build may be compiling the same crate meanwhile, and rustc deletes a superseded
+/// session directory, possibly while it is being copied.
+const CACHE_COPY_ATTEMPTS: u32 = 5;
+/// The pause before the copy is tried again.
+const CACHE_COPY_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Copies the finished session directories of `crate_name` (`<crate>-<hash>/`) from an
+/// incremental cache into `to`, again from the start if one vanished during the copy.
 fn copy_crate_caches(cache: &Path, crate_name: &str, to: &Path) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        match copy_finished_sessions(cache, crate_name, to) {
+            Err(_) if attempt < CACHE_COPY_ATTEMPTS => {
+                attempt += 1;
+                std::thread::sleep(CACHE_COPY_RETRY_PAUSE);
+            }
+            copied => return copied,
+        }
+    }
+}
+
+/// One attempt of [`copy_crate_caches`]: replaces what an earlier one left, and leaves out
+/// the session directories a compiler is still writing (`…-working`).
+fn copy_finished_sessions(cache: &Path, crate_name: &str, to: &Path) -> Result<()> {
     let prefix = format!("{crate_name}-");
     let entries =
         std::fs::read_dir(cache).context(|| format!("could not list {}", cache.display()))?;
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+            let copy = to.join(entry.file_name());
+            let _ = std::fs::remove_dir_all(&copy);
+            copy_tree(&entry.path(), &copy, |name| name.ends_with("-working"))?;
         }
     }
     Ok(())
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+/// Copies directory `from` to `to`, leaving out the entries directly in `from` whose names
+/// `left_out` picks.
+fn copy_tree(from: &Path, to: &Path, left_out: fn(&str) -> bool) -> Result<()> {
     std::fs::create_dir_all(to).context(|| format!("could not create {}", to.display()))?;
     let entries =
         std::fs::read_dir(from).context(|| format!("could not list {}", from.display()))?;
     for entry in entries.flatten() {
+        if left_out(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
         let target = to.join(entry.file_name());
         if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
-            copy_tree(&entry.path(), &target)?;
+            copy_tree(&entry.path(), &target, |_| false)?;
         } else {
             std::fs::copy(entry.path(), &target)
                 .context(|| format!("could not copy {}", entry.path().display()))?;
@@ -201,5 +230,33 @@ mod tests {
             with_codegen_option(args, "incremental", "/f"),
             ["-C", "incremental=/f", "-Copt-level=0", "-Cincremental=/f"]
         );
+    }
+
+    #[test]
+    fn the_cache_copy_leaves_out_sessions_being_written_and_other_crates() {
+        let root = std::env::temp_dir().join(format!("bench-floor-{}", std::process::id()));
+        let (cache, to) = (root.join("incremental"), root.join("copy"));
+        let files = [
+            "app-1a/s-1-x-finished/query-cache.bin",
+            "app-1a/s-1-x.lock",
+            "app-1a/s-2-y-working/dep-graph.part.bin",
+            "other-2b/s-1-z-finished/query-cache.bin",
+        ];
+        for file in files {
+            let path = cache.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, file).unwrap();
+        }
+        std::fs::create_dir_all(to.join("app-1a/s-0-stale")).unwrap();
+        copy_crate_caches(&cache, "app", &to).unwrap();
+        let copied = |file: &str| to.join(file).exists();
+        assert!(copied(files[0]) && copied(files[1]));
+        assert!(!copied("app-1a/s-2-y-working"), "still being written");
+        assert!(!copied("other-2b"), "another crate");
+        assert!(
+            !copied("app-1a/s-0-stale"),
+            "an earlier attempt's copy is replaced"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

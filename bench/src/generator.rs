@@ -10,6 +10,10 @@
 //! The `crates` program's libraries form a chain (each depends on the one before it); the
 //! deepest holds a second edit site (`site=lib`), which the binary reaches every frame through
 //! each library's `relay`.
+//!
+//! The `deps` program is the 1k one plus widely used crates on the frame path (serde +
+//! serde_json, regex, tokio): its frames run as tokio tasks and use the others, so its
+//! executable links them and `cargo build` + restart pays a realistic link.
 
 use linker_shim::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -24,11 +28,26 @@ const STOP_TIME: &str = include_str!("templates/stop_time.rs.in");
 const BUSY_WORK: &str = include_str!("templates/busy_work.rs.in");
 const LIBRARY_CHAIN: &str = include_str!("templates/library_chain.rs.in");
 const SOAK: &str = include_str!("templates/soak.rs.in");
+const DEPENDENCIES: &str = include_str!("templates/dependencies.rs.in");
 
 /// The library crates the `crates` program depends on, a chain.
 const LIBRARY_CRATES: usize = 3;
-/// The binary crate of the `crates` program, in lines.
-const CRATES_PROGRAM_LINES: usize = 1_000;
+/// The binary crate of the `crates` and `deps` programs, in lines: the size of the 1k program,
+/// so that what they add is what differs.
+const DEMO_SIZED_LINES: usize = 1_000;
+
+/// The registry crates the `deps` program uses, with their `[dependencies]` entries: tokio
+/// with what a small async program takes (a current-thread runtime, its timer, channels and
+/// `#[tokio::main]`), the others with their default features.
+const POPULAR_CRATES: [(&str, &str); 4] = [
+    ("serde", r#"{ version = "1", features = ["derive"] }"#),
+    ("serde_json", r#""1""#),
+    ("regex", r#""1""#),
+    (
+        "tokio",
+        r#"{ version = "1", default-features = false, features = ["rt", "time", "sync", "macros"] }"#,
+    ),
+];
 
 /// The package that measures the `#[hotreload]` call overhead (built at opt-level 3).
 pub const CALL_OVERHEAD_PACKAGE: &str = "call-overhead";
@@ -49,6 +68,72 @@ pub enum ProgramSpec {
     /// A 1k-line binary crate that depends on a chain of workspace-local library crates,
     /// edited where [`CratesEdit`] says.
     WithCrates(CratesEdit),
+    /// A 1k-line binary crate whose frames use [`POPULAR_CRATES`] (`deps`).
+    WithDependencies,
+}
+
+/// What a program's frames use besides its own code and the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ThirdParty {
+    /// The standard library only: frames run on the main thread, which sleeps between them.
+    StdOnly,
+    /// [`POPULAR_CRATES`]: each frame a task of a current-thread tokio runtime, which sleeps
+    /// on tokio's timer between them, and the `dependencies` module in every frame.
+    PopularCrates,
+}
+
+impl ThirdParty {
+    /// Names of the registry crates it depends on.
+    fn crate_names(self) -> Vec<&'static str> {
+        match self {
+            ThirdParty::StdOnly => Vec::new(),
+            ThirdParty::PopularCrates => POPULAR_CRATES.iter().map(|(name, _)| *name).collect(),
+        }
+    }
+
+    /// Its `[dependencies]` lines.
+    fn manifest_lines(self) -> String {
+        match self {
+            ThirdParty::StdOnly => String::new(),
+            ThirdParty::PopularCrates => POPULAR_CRATES
+                .iter()
+                .map(|(name, entry)| format!("{name} = {entry}\n"))
+                .collect(),
+        }
+    }
+
+    /// The module that uses the crates, as `(name, source)`.
+    fn module(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            ThirdParty::StdOnly => None,
+            ThirdParty::PopularCrates => Some(("dependencies", DEPENDENCIES)),
+        }
+    }
+
+    /// How `main.rs` declares `main`, runs a frame and waits for the next one.
+    fn frame_loop(self) -> [(&'static str, &'static str); 3] {
+        match self {
+            ThirdParty::StdOnly => [
+                ("__MAIN__", "fn main()"),
+                ("__RUN_FRAME__", "frame(number)"),
+                ("__WAIT_FOR_NEXT_FRAME__", "std::thread::sleep(FRAME_PERIOD)"),
+            ],
+            ThirdParty::PopularCrates => [
+                (
+                    "__MAIN__",
+                    "#[tokio::main(flavor = \"current_thread\")]\nasync fn main()",
+                ),
+                (
+                    "__RUN_FRAME__",
+                    "tokio::spawn(async move { frame(number) })\n            .await\n            .expect(\"a frame task panicked\")",
+                ),
+                (
+                    "__WAIT_FOR_NEXT_FRAME__",
+                    "tokio::time::sleep(FRAME_PERIOD).await",
+                ),
+            ],
+        }
+    }
 }
 
 /// Which crate of the `crates` program the bench edits.
@@ -67,6 +152,7 @@ impl std::str::FromStr for ProgramSpec {
         match text {
             "crates" => return Ok(ProgramSpec::WithCrates(CratesEdit::Binary)),
             "crates-lib" => return Ok(ProgramSpec::WithCrates(CratesEdit::DeepestLibrary)),
+            "deps" => return Ok(ProgramSpec::WithDependencies),
             _ => {}
         }
         text.strip_suffix('k')
@@ -74,18 +160,19 @@ impl std::str::FromStr for ProgramSpec {
             .filter(|thousands| *thousands > 0)
             .map(|thousands| ProgramSpec::Lines(thousands * 1_000))
             .ok_or_else(|| {
-                format!("`{text}`: expected a size like `10k`, `crates` or `crates-lib`")
+                format!("`{text}`: expected a size like `10k`, `crates`, `crates-lib` or `deps`")
             })
     }
 }
 
 impl ProgramSpec {
-    /// As spelled on the command line: `1k`, `10k`, `crates`, `crates-lib`.
+    /// As spelled on the command line: `1k`, `10k`, `crates`, `crates-lib`, `deps`.
     pub fn label(&self) -> String {
         match self {
             ProgramSpec::Lines(lines) => format!("{}k", lines / 1_000),
             ProgramSpec::WithCrates(CratesEdit::Binary) => "crates".into(),
             ProgramSpec::WithCrates(CratesEdit::DeepestLibrary) => "crates-lib".into(),
+            ProgramSpec::WithDependencies => "deps".into(),
         }
     }
 
@@ -95,6 +182,10 @@ impl ProgramSpec {
             ProgramSpec::WithCrates(CratesEdit::DeepestLibrary) => {
                 "crates (edit in the deepest library)".into()
             }
+            ProgramSpec::WithDependencies => {
+                let names = self.third_party().crate_names().join(", ");
+                format!("{} (1k + {names})", self.label())
+            }
             _ => self.label(),
         }
     }
@@ -102,8 +193,8 @@ impl ProgramSpec {
     /// The package: both edits of the `crates` program patch the same one.
     pub fn package(&self) -> String {
         match self {
-            ProgramSpec::Lines(_) => format!("bench-{}", self.label()),
             ProgramSpec::WithCrates(_) => "bench-crates".into(),
+            _ => format!("bench-{}", self.label()),
         }
     }
 
@@ -111,17 +202,25 @@ impl ProgramSpec {
     fn binary_lines(&self) -> usize {
         match self {
             ProgramSpec::Lines(lines) => *lines,
-            ProgramSpec::WithCrates(_) => CRATES_PROGRAM_LINES,
+            ProgramSpec::WithCrates(_) | ProgramSpec::WithDependencies => DEMO_SIZED_LINES,
         }
     }
 
     /// The workspace-local library crates the program depends on, deepest first.
     fn libraries(&self) -> Vec<String> {
         match self {
-            ProgramSpec::Lines(_) => Vec::new(),
             ProgramSpec::WithCrates(_) => (0..LIBRARY_CRATES)
                 .map(|index| format!("{}-lib-{index}", self.package()))
                 .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What its frames use besides its own code and the runtime.
+    fn third_party(&self) -> ThirdParty {
+        match self {
+            ProgramSpec::WithDependencies => ThirdParty::PopularCrates,
+            _ => ThirdParty::StdOnly,
         }
     }
 
@@ -228,8 +327,8 @@ pub struct BenchWorkspace {
 
 /// Writes the workspace under `root` (replacing earlier sources, keeping `Cargo.lock` and
 /// anything else) with one program per spec; programs depend on `hotreload_dir` by path.
-/// `lockfile` seeds `Cargo.lock` on the first run, so dependencies resolve to the versions
-/// this repository already uses.
+/// `lockfile` seeds `Cargo.lock` (see [`seed_lockfile`]), so dependencies resolve to the
+/// versions this repository already uses.
 pub fn generate(
     root: &Path,
     specs: &[ProgramSpec],
@@ -248,11 +347,9 @@ pub fn generate(
         let (lines, library_lines) = match programs.iter().find(|p| p.package == package) {
             Some(same_package) => (same_package.lines, same_package.library_lines),
             None => {
-                let libraries = spec.libraries();
-                members.extend(libraries.iter().cloned());
+                members.extend(spec.libraries());
                 members.push(package.clone());
-                let modules = modules_for(spec.binary_lines());
-                write_program(root, &package, modules, &libraries, &hotreload)?
+                write_program(root, spec, &hotreload)?
             }
         };
         programs.push(GeneratedProgram {
@@ -295,11 +392,11 @@ pub fn generate(
     )?;
     let manifest_path = root.join("Cargo.toml");
     write(&manifest_path, &workspace_manifest(&members))?;
-    let workspace_lock = root.join("Cargo.lock");
-    if !workspace_lock.exists() {
-        std::fs::copy(lockfile, &workspace_lock)
-            .context(|| format!("could not copy {}", lockfile.display()))?;
-    }
+    let registry_crates: Vec<&str> = specs
+        .iter()
+        .flat_map(|spec| spec.third_party().crate_names())
+        .collect();
+    seed_lockfile(lockfile, &root.join("Cargo.lock"), &registry_crates)?;
     Ok(BenchWorkspace {
         manifest_path,
         programs,
@@ -308,20 +405,41 @@ pub fn generate(
     })
 }
 
-/// Writes a program's package and its `libraries` (replacing earlier sources); its lines and
+/// Copies the checkout's `lockfile` to `workspace_lock` when that is missing or locks none of
+/// some of `registry_crates`: cargo then resolves them to the versions this repository
+/// already uses (downloaded already, the same in every run) rather than to the newest. cargo
+/// drops what the workspace doesn't use when it writes the lock, so a run without the `deps`
+/// program leaves a lock the next run with it seeds again.
+fn seed_lockfile(lockfile: &Path, workspace_lock: &Path, registry_crates: &[&str]) -> Result<()> {
+    let locked = std::fs::read_to_string(workspace_lock).ok();
+    let up_to_date = locked.is_some_and(|locked| {
+        registry_crates
+            .iter()
+            .all(|name| locks_package(&locked, name))
+    });
+    if !up_to_date {
+        std::fs::copy(lockfile, workspace_lock)
+            .context(|| format!("could not copy {}", lockfile.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether the `Cargo.lock` text `lock` has a package named `name`.
+fn locks_package(lock: &str, name: &str) -> bool {
+    lock.lines()
+        .any(|line| line == format!("name = \"{name}\""))
+}
+
+/// Writes the program of `spec` and its libraries (replacing earlier sources); its lines and
 /// its libraries' lines.
-fn write_program(
-    root: &Path,
-    package: &str,
-    module_count: usize,
-    libraries: &[String],
-    hotreload: &str,
-) -> Result<(usize, usize)> {
-    let dir = root.join(package);
+fn write_program(root: &Path, spec: &ProgramSpec, hotreload: &str) -> Result<(usize, usize)> {
+    let (package, libraries, third_party) = (spec.package(), spec.libraries(), spec.third_party());
+    let module_count = modules_for(spec.binary_lines(), third_party);
+    let dir = root.join(&package);
     let _ = std::fs::remove_dir_all(&dir);
     let mut library_lines = 0;
-    let mut dependencies = hotreload.to_string();
-    for (index, (library, sources)) in library_sources(libraries, module_count)
+    let mut dependencies = hotreload.to_string() + &third_party.manifest_lines();
+    for (index, (library, sources)) in library_sources(&libraries, module_count)
         .into_iter()
         .enumerate()
     {
@@ -335,9 +453,9 @@ fn write_program(
         write_package(&root.join(library), library, &below, &sources)?;
         dependencies.push_str(&path_dependency(library));
     }
-    let sources = binary_sources(package, module_count, libraries);
+    let sources = binary_sources(&package, module_count, &libraries, third_party);
     let lines = sources.iter().map(|(_, text)| text.lines().count()).sum();
-    write_package(&dir, package, &dependencies, &sources)?;
+    write_package(&dir, &package, &dependencies, &sources)?;
     Ok((lines, library_lines))
 }
 
@@ -346,9 +464,14 @@ fn path_dependency(package: &str) -> String {
     format!("{package} = {{ path = \"../{package}\" }}\n")
 }
 
-/// How many generated modules make a binary crate of about `lines` lines.
-fn modules_for(lines: usize) -> usize {
-    let fixed = MAIN.lines().count() + CLOCK.lines().count() + EDIT_SITE.lines().count();
+/// How many generated modules make a binary crate of about `lines` lines, counting the
+/// module that uses `third_party`'s crates.
+fn modules_for(lines: usize, third_party: ThirdParty) -> usize {
+    let fixed = [MAIN, CLOCK, EDIT_SITE]
+        .into_iter()
+        .chain(third_party.module().map(|(_, source)| source))
+        .map(|text| text.lines().count())
+        .sum::<usize>();
     let per_module = MODULE.lines().count() + 2; // its `mod` line and its `STEPS` entry
     let modules = (lines.saturating_sub(fixed) as f64 / per_module as f64).round();
     (modules as usize).max(1)
@@ -396,27 +519,44 @@ fn library_sources(libraries: &[String], modules: usize) -> Vec<(&String, Vec<(S
         .collect()
 }
 
-/// `src/…` of the binary crate: main, clock, the edit site at version 0, and the modules.
-/// The frame loop steps through the modules and the libraries' `step` functions, and calls
-/// the top of the library chain.
-fn binary_sources(package: &str, modules: usize, libraries: &[String]) -> Vec<(String, String)> {
+/// `src/…` of the binary crate: main, clock, the edit site at version 0, the modules, and the
+/// module that uses `third_party`'s crates. The frame loop steps through the modules and the
+/// libraries' `step` functions, and calls the top of the library chain and that module's
+/// `step` every frame.
+fn binary_sources(
+    package: &str,
+    modules: usize,
+    libraries: &[String],
+    third_party: ThirdParty,
+) -> Vec<(String, String)> {
     let names: Vec<String> = (0..modules).map(|index| format!("m{index:04}")).collect();
-    let declarations: String = names.iter().map(|name| format!("mod {name};\n")).collect();
+    let every_frame_module = third_party.module();
+    let declarations: String = names
+        .iter()
+        .map(String::as_str)
+        .chain(every_frame_module.map(|(name, _)| name))
+        .map(|name| format!("mod {name};\n"))
+        .collect();
     let steps: String = names
         .iter()
         .cloned()
         .chain(libraries.iter().map(|library| crate_name(library)))
         .map(|path| format!("    {path}::step,\n"))
         .collect();
-    let library_chain = libraries.last().map_or(String::new(), |top| {
-        format!(" ^ {}::relay(number)", crate_name(top))
-    });
-    let main = MAIN
-        .replace("__PACKAGE__", package)
-        .replace("__LIBRARY_CHAIN__", &library_chain)
-        .replace("__STEP_COUNT__", &(modules + libraries.len()).to_string())
-        .replace("__MODULES__", &declarations)
-        .replace("__STEPS__", &steps);
+    let every_frame: String = libraries
+        .last()
+        .map(|top| format!(" ^ {}::relay(number)", crate_name(top)))
+        .into_iter()
+        .chain(every_frame_module.map(|(name, _)| format!(" ^ {name}::step(number)")))
+        .collect();
+    let main = third_party.frame_loop().into_iter().fold(
+        MAIN.replace("__PACKAGE__", package)
+            .replace("__FRAME_ALSO__", &every_frame)
+            .replace("__STEP_COUNT__", &(modules + libraries.len()).to_string())
+            .replace("__MODULES__", &declarations)
+            .replace("__STEPS__", &steps),
+        |main, (placeholder, code)| main.replace(placeholder, code),
+    );
     let mut sources = vec![
         ("src/main.rs".to_string(), main),
         ("src/clock.rs".to_string(), CLOCK.to_string()),
@@ -430,6 +570,9 @@ fn binary_sources(package: &str, modules: usize, libraries: &[String]) -> Vec<(S
             .iter()
             .enumerate()
             .map(|(index, name)| (format!("src/{name}.rs"), module_source(index))),
+    );
+    sources.extend(
+        every_frame_module.map(|(name, source)| (format!("src/{name}.rs"), source.to_string())),
     );
     sources
 }
@@ -510,13 +653,23 @@ mod tests {
         assert!("10".parse::<ProgramSpec>().is_err());
         assert!("0k".parse::<ProgramSpec>().is_err());
         assert_eq!(ProgramSpec::Lines(50_000).package(), "bench-50k");
+        let deps: ProgramSpec = "deps".parse().unwrap();
+        assert_eq!(
+            (deps.label(), deps.package()),
+            ("deps".into(), "bench-deps".into())
+        );
+        assert_eq!(deps.title(), "deps (1k + serde, serde_json, regex, tokio)");
     }
 
     #[test]
     fn programs_have_about_the_lines_asked_for() {
-        for lines in [1_000, 10_000, 50_000] {
-            let modules = modules_for(lines);
-            let generated: usize = binary_sources("p", modules, &[])
+        let sizes = [1_000, 10_000, 50_000].map(|lines| (lines, ThirdParty::StdOnly));
+        for (lines, third_party) in sizes
+            .into_iter()
+            .chain([(1_000, ThirdParty::PopularCrates)])
+        {
+            let modules = modules_for(lines, third_party);
+            let generated: usize = binary_sources("p", modules, &[], third_party)
                 .iter()
                 .map(|(_, text)| text.lines().count())
                 .sum();
@@ -526,8 +679,66 @@ mod tests {
     }
 
     #[test]
+    fn the_deps_program_uses_the_crates_every_frame_on_tokio() {
+        let spec = ProgramSpec::WithDependencies;
+        let sources = binary_sources("p", 2, &[], spec.third_party());
+        let main = &sources[0].1;
+        assert!(main.contains("mod dependencies;\n"), "{main}");
+        assert!(
+            main.contains("edit_site::tint(number) ^ dependencies::step(number)\n"),
+            "{main}"
+        );
+        assert!(main.contains("#[tokio::main(flavor = \"current_thread\")]\nasync fn main() {"));
+        assert!(main.contains("tokio::spawn(async move { frame(number) })"));
+        assert!(main.contains("tokio::time::sleep(FRAME_PERIOD).await;"));
+        assert!(sources
+            .iter()
+            .any(|(path, _)| path == "src/dependencies.rs"));
+        for (path, text) in &sources {
+            assert!(!text.contains("__"), "{path} keeps a placeholder");
+        }
+        let manifest = spec.third_party().manifest_lines();
+        for name in ["serde", "serde_json", "regex", "tokio"] {
+            let entry = format!("{name} = ");
+            assert!(
+                manifest.lines().any(|line| line.starts_with(&entry)),
+                "{manifest}"
+            );
+        }
+        let root = Path::new("/w");
+        assert_eq!(
+            spec.edit_site(root).file,
+            root.join("bench-deps/src/edit_site.rs")
+        );
+        assert_eq!(spec.edit_site(root).site, "bin");
+    }
+
+    #[test]
+    fn the_lock_is_seeded_again_when_it_lacks_a_registry_crate() {
+        let dir = std::env::temp_dir().join(format!("bench-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (checkout, workspace) = (dir.join("checkout.lock"), dir.join("Cargo.lock"));
+        std::fs::write(&checkout, "[[package]]\nname = \"tokio\"\n").unwrap();
+        seed_lockfile(&checkout, &workspace, &[]).unwrap();
+        assert!(locks_package(
+            &std::fs::read_to_string(&workspace).unwrap(),
+            "tokio"
+        ));
+        std::fs::write(&workspace, "[[package]]\nname = \"tokio-macros\"\n").unwrap();
+        seed_lockfile(&checkout, &workspace, &[]).unwrap();
+        let kept = std::fs::read_to_string(&workspace).unwrap();
+        assert!(!locks_package(&kept, "tokio"), "nothing needed: kept");
+        seed_lockfile(&checkout, &workspace, &["tokio"]).unwrap();
+        assert!(locks_package(
+            &std::fs::read_to_string(&workspace).unwrap(),
+            "tokio"
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn no_placeholder_survives_and_modules_differ() {
-        let sources = binary_sources("p", 2, &["p-lib-0".into()]);
+        let sources = binary_sources("p", 2, &["p-lib-0".into()], ThirdParty::StdOnly);
         for (path, text) in &sources {
             assert!(!text.contains("__"), "{path} keeps a placeholder");
         }
@@ -579,7 +790,7 @@ mod tests {
         assert!(file(2, "src/lib.rs")
             .unwrap()
             .contains("p_lib_1::relay(frame)"));
-        let main = &binary_sources("p", 2, &libraries)[0].1;
+        let main = &binary_sources("p", 2, &libraries, ThirdParty::StdOnly)[0].1;
         assert!(
             main.contains("edit_site::tint(number) ^ p_lib_2::relay(number)"),
             "{main}"

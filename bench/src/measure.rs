@@ -8,12 +8,12 @@ use super::readings::{resident_kib, timestamp_ns};
 use super::realtime_ns;
 use super::rebuild::CargoBuild;
 use hotreload_abi::events::CrateMillis;
-use linker_shim::{Error, Result};
+use linker_shim::{Context, Error, Result};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
-use testkit::session::{field, Event, Launch, Session};
+use std::time::{Duration, Instant};
+use testkit::session::{field, hotpatch_command, Event, Launch, Session};
 
 /// The first `hotpatch run` of a program builds it (and, for the first program, the
 /// runtime's dependencies) from scratch.
@@ -56,6 +56,13 @@ pub struct Sample {
     pub relinked: usize,
 }
 
+impl Sample {
+    /// diff + link + load: hotpatch's own cost, everything but rustc.
+    pub fn patch_overhead(&self) -> f64 {
+        self.diff + self.link + self.load
+    }
+}
+
 /// Resident memory, KiB.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Memory {
@@ -74,6 +81,13 @@ pub struct ProgramMeasurement {
     pub title: String,
     pub lines: usize,
     pub library_lines: usize,
+    /// From `app-started` to `watching` (ms): how long the session took, program started, to
+    /// be ready to patch.
+    pub session_start_ms: f64,
+    /// From `watching` to the first edit's write (ms): `--first-edit-after`, or the program's
+    /// first frame if that came later. The session's background warm-up build may still run.
+    pub first_edit_after_watching_ms: f64,
+    /// In order: the first is the session's first patch.
     pub samples: Vec<Sample>,
     pub memory: Memory,
     /// The functions whose entries the patches redirected (demangled); empty when every
@@ -81,11 +95,14 @@ pub struct ProgramMeasurement {
     pub redirected: BTreeSet<String>,
 }
 
-/// Measures `program` over `repeats` edits; `progress` gets a line per step.
+/// Measures `program` over `repeats` edits, the first written `first_edit_after` the session
+/// began watching (at once if the program's first frame came later); `progress` gets a line
+/// per step.
 pub fn measure(
     setup: &Setup,
     program: &GeneratedProgram,
     repeats: u32,
+    first_edit_after: Duration,
     progress: &dyn Fn(&str),
 ) -> Result<ProgramMeasurement> {
     let cargo_build = CargoBuild {
@@ -96,17 +113,31 @@ pub fn measure(
     };
     progress("plain cargo build (untimed: the usual loop then starts from a warm cache)");
     cargo_build.run()?;
-    progress("hotpatch run: build, start, watch");
-    let mut live = start_hotpatch_run(setup, &program.package)?;
-    live.wait_line(|line| line.starts_with("first-frame "))?;
-    live.patience = PATCH_PATIENCE;
+    // The floor's caches come from hotpatch's build before the session starts: its compile
+    // then never competes with the session's background warm-up build.
+    progress("hotpatch build, and the compiler floor's caches from it");
+    hotpatch_build(setup, &program.package)?;
     let floor = CompilerFloor::prepare(
         &setup.target_dir,
         &crate_name(&program.package),
         &program.edit.crate_name,
         &setup.scratch.join("floor").join(program.spec.label()),
     )?;
+    progress("hotpatch run: start, watch");
+    let mut live = start_hotpatch_run(setup, &program.package)?;
+    let watching = Instant::now();
+    let session_start = live
+        .start_to_watching
+        .ok_or_else(|| Error::new("the session's start was not waited for"))?;
+    progress(&format!(
+        "ready to patch {:.0} ms after the program started",
+        millis(session_start)
+    ));
+    live.wait_line(|line| line.starts_with("first-frame "))?;
+    live.patience = PATCH_PATIENCE;
     let program_before = resident_kib(live.pid)?.0;
+    std::thread::sleep(first_edit_after.saturating_sub(watching.elapsed()));
+    let first_edit_after_watching = watching.elapsed();
     let mut samples = Vec::new();
     let mut redirected = BTreeSet::new();
     for version in 1..=repeats {
@@ -119,8 +150,9 @@ pub fn measure(
         sample.floor = sample.floor_crates.iter().map(|krate| krate.ms).sum();
         let usual = cargo_build.rebuild_and_restart()?;
         (sample.cargo_build, sample.restart) = (millis(usual.build), millis(usual.restart));
+        let first = if version == 1 { " (first patch)" } else { "" };
         progress(&format!(
-            "edit {version}/{repeats}: running after {:.0} ms (rustc {:.0}); floor {:.0} ms; rebuild + restart {:.0} ms",
+            "edit {version}/{repeats}{first}: running after {:.0} ms (rustc {:.0}); floor {:.0} ms; rebuild + restart {:.0} ms",
             sample.edit_to_running,
             sample.rustc,
             sample.floor,
@@ -141,15 +173,17 @@ pub fn measure(
         title: program.spec.title(),
         lines: program.lines,
         library_lines: program.library_lines,
+        session_start_ms: millis(session_start),
+        first_edit_after_watching_ms: millis(first_edit_after_watching),
         samples,
         memory,
         redirected,
     })
 }
 
-/// Starts `hotpatch run` of `package`, with the patience of a first build.
-pub fn start_hotpatch_run(setup: &Setup, package: &str) -> Result<Session> {
-    Session::start(&Launch {
+/// `hotpatch` on `package` of the bench's workspace, with the patience of a first build.
+fn launch<'a>(setup: &'a Setup, package: &'a str) -> Launch<'a> {
+    Launch {
         hotpatch_exe: &setup.hotpatch_exe,
         manifest_path: &setup.manifest_path,
         package: Some(package),
@@ -159,7 +193,27 @@ pub fn start_hotpatch_run(setup: &Setup, package: &str) -> Result<Session> {
         umask: None,
         env: &[],
         release: false,
-    })
+    }
+}
+
+/// Starts `hotpatch run` of `package`, with the patience of a first build.
+pub fn start_hotpatch_run(setup: &Setup, package: &str) -> Result<Session> {
+    Session::start(&launch(setup, package))
+}
+
+/// `hotpatch build` of `package`: the build (and its recorded rustc invocations) that
+/// `hotpatch run` then finds up to date.
+fn hotpatch_build(setup: &Setup, package: &str) -> Result<()> {
+    let output = hotpatch_command(&launch(setup, package), "build")
+        .output()
+        .context(|| format!("could not run {}", setup.hotpatch_exe.display()))?;
+    if !output.status.success() {
+        return Err(Error::new(format!(
+            "hotpatch build -p {package} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(())
 }
 
 /// Waits for both the `patch-applied` event and the program's `first-call site=<site>

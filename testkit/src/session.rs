@@ -47,7 +47,8 @@ impl Report {
 
 /// What the reader threads send.
 enum Output {
-    Report(Report),
+    /// A line of hotpatch's stderr and when it was read.
+    Report(Report, Instant),
     /// A line of the program's stdout.
     Line(String),
 }
@@ -79,12 +80,16 @@ pub struct Session {
     outputs: Receiver<Output>,
     /// Program lines read and not yet taken by a wait.
     lines: VecDeque<String>,
-    /// Reports read and not yet taken by a wait.
-    reports: VecDeque<Report>,
+    /// Reports read and not yet taken by a wait, with when each was read.
+    reports: VecDeque<(Report, Instant)>,
     /// Every report a wait has taken, in order.
     seen: Vec<Report>,
     /// The program's pid, from the latest `app-started`.
     pub pid: u32,
+    /// From the latest `app-started` to the `watching` after it, by when hotpatch's lines were
+    /// read: how long the program ran before an edit could be patched. `None` until a start
+    /// was waited for (an attached session has none).
+    pub start_to_watching: Option<Duration>,
     /// How long each wait may take.
     pub patience: Duration,
 }
@@ -124,7 +129,8 @@ impl Session {
         let (sender, outputs) = mpsc::channel();
         forward(hotpatch.stdout.take(), sender.clone(), Output::Line);
         forward(hotpatch.stderr.take(), sender, |line| {
-            Output::Report(Report::parse(line))
+            let read_at = Instant::now();
+            Output::Report(Report::parse(line), read_at)
         });
         Ok(Session {
             program_stdin: hotpatch.stdin.take(),
@@ -134,25 +140,32 @@ impl Session {
             reports: VecDeque::new(),
             seen: Vec::new(),
             pid: 0,
+            start_to_watching: None,
             patience: launch.patience,
         })
     }
 
     /// Waits for the program to be started (again, after a restart) and watched; updates
-    /// [`Session::pid`].
+    /// [`Session::pid`] and [`Session::start_to_watching`].
     pub fn wait_started(&mut self) -> Result<()> {
-        let started = self.wait_event("app-started")?;
+        let (started, started_at) = self.wait_event_read_at("app-started")?;
         let Event::AppStarted { pid } = started else {
             return Err(Error::new(format!("not app-started: {started:?}")));
         };
         self.pid = pid;
-        self.wait_event("watching")?;
+        let (_, watching_at) = self.wait_event_read_at("watching")?;
+        self.start_to_watching = Some(watching_at.saturating_duration_since(started_at));
         Ok(())
     }
 
     /// The next event named `name`; fails on a `compile-error`, `patch-refused`, `app-exited`
     /// or `warning` it did not ask for.
     pub fn wait_event(&mut self, name: &str) -> Result<Event> {
+        Ok(self.wait_event_read_at(name)?.0)
+    }
+
+    /// [`Session::wait_event`], and when hotpatch's line of the event was read.
+    fn wait_event_read_at(&mut self, name: &str) -> Result<(Event, Instant)> {
         self.wait_event_where(name, |report| {
             match report
                 .event_name()
@@ -166,22 +179,23 @@ impl Session {
 
     /// The next event named `name`, whatever comes before it.
     pub fn wait_event_skipping(&mut self, name: &str) -> Result<Event> {
-        self.wait_event_where(name, |_| Ok(()))
+        Ok(self.wait_event_where(name, |_| Ok(()))?.0)
     }
 
-    /// Takes reports until the event `name`, showing every other one to `passing`.
+    /// Takes reports until the event `name`, showing every other one to `passing`; the event
+    /// and when its line was read.
     fn wait_event_where(
         &mut self,
         name: &str,
         passing: impl Fn(&Report) -> Result<()>,
-    ) -> Result<Event> {
+    ) -> Result<(Event, Instant)> {
         let deadline = Instant::now() + self.patience;
         loop {
-            while let Some(report) = self.reports.pop_front() {
+            while let Some((report, read_at)) = self.reports.pop_front() {
                 self.seen.push(report.clone());
                 match &report {
                     Report::Event(event) if report.event_name().as_deref() == Some(name) => {
-                        return Ok(Event::clone(event))
+                        return Ok((Event::clone(event), read_at))
                     }
                     _ => passing(&report)?,
                 }
@@ -265,7 +279,7 @@ impl Session {
 
     fn enqueue(&mut self, output: Output) {
         match output {
-            Output::Report(report) => self.reports.push_back(report),
+            Output::Report(report, read_at) => self.reports.push_back((report, read_at)),
             Output::Line(line) => self.lines.push_back(line),
         }
     }
