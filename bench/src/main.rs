@@ -25,12 +25,12 @@ mod stop_time;
 use clap::Parser;
 use generator::{ProgramSpec, CALL_OVERHEAD_PACKAGE};
 use linker_shim::{Context, Error, Result};
-use measure::Setup;
+use measure::{FirstEdit, Setup};
 use rebuild::CargoBuild;
 use report::{Report, RunInfo, RunKind};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use testkit::checkout::{build_hotpatch, cargo, checkout_dir};
 
 fn main() -> ExitCode {
@@ -96,8 +96,9 @@ fn main() -> ExitCode {
         - cargo build + restart: plain `cargo build` of the edit, then the new executable until its first frame.\n\n\
         Each program is built by `hotpatch build` first (the floor's caches are copied from that build, so its \
         compiles never compete with the session), then its session is started fresh, and its first edit is the \
-        session's first patch, written as soon as the program ran a frame, or --first-edit-after the session's \
-        `watching` event: hotpatch's background warm-up build may still run then. The first patch is reported \
+        session's first patch, written once the session says `warmed-up` (hotpatch's background build of the \
+        unchanged sources, indexed: the first edit is then compared with it), or with --edit-during-warm-up as \
+        soon as the program ran a frame (the first patch stops the warm-up and pays for it). The first patch is reported \
         on its own (edit → running, its rustc and diff + link + load, how long after `watching` it was \
         written) against the median of the later ones; every other \
         column and table is the median of the later edits (--repeats − 1). Per program also: the session's \
@@ -145,12 +146,11 @@ struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_STOP_PATCHES, value_parser = clap::value_parser!(u32).range(1..))]
     stop_patches: u32,
 
-    /// How long after the session's `watching` event the first edit is written; by default
-    /// as soon as the program has run a frame, while hotpatch's background warm-up build still
-    /// runs (a session's first patch stops it: the worst case). In a trial run `8s` let it
-    /// finish on 1k, deps and 10k: their first patches took 1.08–1.24 × the later ones
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_seconds)]
-    first_edit_after: Duration,
+    /// Write each program's first edit as soon as the program has run a frame, while
+    /// hotpatch's background warm-up may still run (the first patch then stops it and pays
+    /// for it: the worst case), instead of once the session says `warmed-up`
+    #[arg(long)]
+    edit_during_warm_up: bool,
 
     /// A quick run: `--sizes 1k,deps --repeats 6 --stop-patches 10` (on two cores 23 s once
     /// the dependencies are built, 1 min 10 s from an empty scratch directory; its wall-time
@@ -222,16 +222,6 @@ impl BenchArgs {
     }
 }
 
-/// `8s`, `1.5s` or `0`: a duration in seconds.
-fn parse_seconds(text: &str) -> std::result::Result<Duration, String> {
-    text.strip_suffix('s')
-        .unwrap_or(text)
-        .parse::<f64>()
-        .ok()
-        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
-        .ok_or_else(|| format!("`{text}`: expected seconds, like `8s`"))
-}
-
 /// The programs of a comma-separated list this file spells out.
 fn programs(list: &str) -> Vec<ProgramSpec> {
     list.split(',')
@@ -269,7 +259,11 @@ fn run(args: &BenchArgs, started: Instant) -> Result<Report> {
             &setup,
             program,
             plan.repeats,
-            args.first_edit_after,
+            if args.edit_during_warm_up {
+                FirstEdit::AtOnce
+            } else {
+                FirstEdit::AfterWarmUp
+            },
             &progress,
         )?);
     }
@@ -376,7 +370,7 @@ mod tests {
         let flags = ["--quick", "--sizes", "1k"].iter();
         assert!(BenchArgs::try_parse_from(["hotpatch-bench"].iter().chain(flags)).is_err());
         assert_eq!(
-            plan_of(&["--first-edit-after", "8s"]).kind,
+            plan_of(&["--edit-during-warm-up"]).kind,
             RunKind::FullDefault,
             "the same programs and edits"
         );
@@ -385,13 +379,5 @@ mod tests {
             BenchArgs::try_parse_from(one_edit).is_err(),
             "no later patch"
         );
-    }
-
-    #[test]
-    fn first_edit_delays_are_seconds() {
-        assert_eq!(parse_seconds("8s"), Ok(Duration::from_secs(8)));
-        assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_seconds("0s"), Ok(Duration::ZERO));
-        assert!(parse_seconds("-1s").is_err() && parse_seconds("soon").is_err());
     }
 }

@@ -84,8 +84,8 @@ pub struct ProgramMeasurement {
     /// From `app-started` to `watching` (ms): how long the session took, program started, to
     /// be ready to patch.
     pub session_start_ms: f64,
-    /// From `watching` to the first edit's write (ms): `--first-edit-after`, or the program's
-    /// first frame if that came later. The session's background warm-up build may still run.
+    /// From `watching` to the first edit's write (ms): the warm-up, or the program's
+    /// first frame if that came later (with --edit-during-warm-up the warm-up may still run).
     pub first_edit_after_watching_ms: f64,
     /// In order: the first is the session's first patch.
     pub samples: Vec<Sample>,
@@ -95,14 +95,24 @@ pub struct ProgramMeasurement {
     pub redirected: BTreeSet<String>,
 }
 
-/// Measures `program` over `repeats` edits, the first written `first_edit_after` the session
-/// began watching (at once if the program's first frame came later); `progress` gets a line
-/// per step.
+/// When a session's first edit is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstEdit {
+    /// Once the session says `warmed-up`: what a person who starts the program and then edits
+    /// gets.
+    AfterWarmUp,
+    /// As soon as the program has run a frame: the warm-up is stopped, and the first patch
+    /// pays for it.
+    AtOnce,
+}
+
+/// Measures `program` over `repeats` edits, the first written as `first_edit` says;
+/// `progress` gets a line per step.
 pub fn measure(
     setup: &Setup,
     program: &GeneratedProgram,
     repeats: u32,
-    first_edit_after: Duration,
+    first_edit: FirstEdit,
     progress: &dyn Fn(&str),
 ) -> Result<ProgramMeasurement> {
     let cargo_build = CargoBuild {
@@ -136,7 +146,13 @@ pub fn measure(
     live.wait_line(|line| line.starts_with("first-frame "))?;
     live.patience = PATCH_PATIENCE;
     let program_before = resident_kib(live.pid)?.0;
-    std::thread::sleep(first_edit_after.saturating_sub(watching.elapsed()));
+    if first_edit == FirstEdit::AfterWarmUp {
+        live.wait_event("warmed-up")?;
+        progress(&format!(
+            "warmed up {:.0} ms after `watching`",
+            millis(watching.elapsed())
+        ));
+    }
     let first_edit_after_watching = watching.elapsed();
     let mut samples = Vec::new();
     let mut redirected = BTreeSet::new();

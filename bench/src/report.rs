@@ -534,7 +534,7 @@ impl Report {
                 p.outside_patch
             ));
         }
-        out.push_str("\n| program | first edit written after `watching` | first patch: edit → running (rustc, diff+link+load) | later patches: edit → running (median) | first ÷ later |\n|---|---|---|---|---|\n");
+        out.push_str("\n| program | first edit written after `watching` (after `warmed-up` unless --edit-during-warm-up) | first patch: edit → running (rustc, diff+link+load) | later patches: edit → running (median) | first ÷ later |\n|---|---|---|---|---|\n");
         for p in &self.programs {
             out.push_str(&format!(
                 "| {} | {:.0} ms | {:.0} ({:.0}, {:.1}) | {:.0} | {:.2} |\n",
