@@ -48,6 +48,8 @@ pub struct CrateBuild {
 pub struct PatchBuilds {
     pub crates: LocalCrates,
     scratch: PathBuf,
+    /// Held while the session uses `scratch`, when it is the target's lasting directory.
+    _scratch_lock: Option<std::fs::File>,
     rebuilt: BTreeSet<CrateIndex>,
     /// The warm-up build, while it may still run (see [`PatchBuilds::warm_up`]).
     warm_up: Option<WarmUp>,
@@ -70,9 +72,11 @@ const WARM_UP_NICENESS: libc::c_int = 10;
 impl PatchBuilds {
     /// The builds of `crates` for the session patching `base`.
     pub fn new(store: &Store, base: &Revision, crates: LocalCrates) -> Result<PatchBuilds, Error> {
+        let (scratch, lock) = scratch_dir(store, base)?;
         Ok(PatchBuilds {
             crates,
-            scratch: session_scratch_dir(store, base)?,
+            scratch,
+            _scratch_lock: lock,
             rebuilt: BTreeSet::new(),
             warm_up: None,
         })
@@ -95,6 +99,7 @@ impl PatchBuilds {
         let mut builds = PatchBuilds {
             crates: self.crates.clone(),
             scratch: self.scratch.clone(),
+            _scratch_lock: None,
             rebuilt: BTreeSet::new(),
             warm_up: None,
         };
@@ -156,10 +161,9 @@ impl PatchBuilds {
     /// libraries rebuilt so far.
     fn arguments(&self, invocation: &RustcInvocation, out_dir: &Path, shim: &Path) -> Vec<String> {
         let fresh: Vec<PathBuf> = self.rebuilt.iter().map(|&i| self.library_dir(i)).collect();
-        link_fresh_libraries(
-            redirect_out_dir(invocation.compiler_args(shim), out_dir),
-            &fresh,
-        )
+        let args = redirect_out_dir(invocation.compiler_args(shim), out_dir);
+        let args = redirect_incremental(args, &self.scratch.join("incremental"));
+        link_fresh_libraries(args, &fresh)
     }
 }
 
@@ -417,22 +421,34 @@ fn diagnostics_of(output: &Output) -> Result<Vec<String>, RecompileError> {
     }
 }
 
-/// The output directory of this process's patch builds of `base`'s target. It stays the same
-/// from one patch to the next: with a new `--out-dir` each time rustc redoes most of its
-/// codegen (measured: 550 ms instead of 110 ms for an unchanged 1k-line crate). Directories
-/// of sessions that have ended are removed.
-fn session_scratch_dir(store: &Store, base: &Revision) -> Result<PathBuf, Error> {
+/// The directory a session's patch builds write to: the target's own, kept from one session
+/// to the next (`<store>/patch-builds/<name>-<profile>/`) with its own incremental cache, so
+/// a session's warm-up finds the last one's codegen and neither disturbs cargo's; while
+/// another session of the same target holds it, one of this session's own (removed once
+/// this process is gone). Returns the lock that holds it.
+fn scratch_dir(store: &Store, base: &Revision) -> Result<(PathBuf, Option<std::fs::File>), Error> {
+    let target = &base.target;
+    let kept = store
+        .root()
+        .join("patch-builds")
+        .join(format!("{}-{}", target.name, target.profile));
+    std::fs::create_dir_all(&kept).context(|| format!("could not create {}", kept.display()))?;
+    let lock_path = kept.join(".lock");
+    let lock = std::fs::File::create(&lock_path)
+        .context(|| format!("could not open {}", lock_path.display()))?;
+    if lock.try_lock().is_ok() {
+        return Ok((kept, Some(lock)));
+    }
     let root = store.root().join("scratch");
     remove_dirs_of_ended_processes(&root, "");
-    let target = &base.target;
-    let dir = root.join(format!(
+    let own = root.join(format!(
         "{}-{}-{}",
         std::process::id(),
         target.name,
         target.profile
     ));
-    std::fs::create_dir_all(&dir).context(|| format!("could not create {}", dir.display()))?;
-    Ok(dir)
+    std::fs::create_dir_all(&own).context(|| format!("could not create {}", own.display()))?;
+    Ok((own, None))
 }
 
 /// Replaces the value of `--out-dir` (the output directory does not influence symbol names).
@@ -447,6 +463,20 @@ pub fn redirect_out_dir(mut args: Vec<String>, out_dir: &Path) -> Vec<String> {
             args[index] = format!("--out-dir={out_dir}");
         }
         index += 1;
+    }
+    args
+}
+
+/// Replaces the directory of `-C incremental` (where rustc keeps what it may reuse; the
+/// recorded build's is cargo's). A build without it stays without.
+pub fn redirect_incremental(mut args: Vec<String>, dir: &Path) -> Vec<String> {
+    let value = format!("incremental={}", dir.display());
+    for index in 0..args.len() {
+        if args[index].starts_with("incremental=") && index > 0 && args[index - 1] == "-C" {
+            args[index].clone_from(&value);
+        } else if args[index].starts_with("-Cincremental=") {
+            args[index] = format!("-C{value}");
+        }
     }
     args
 }
@@ -484,6 +514,35 @@ mod tests {
             .to_vec();
         let redirected = redirect_out_dir(args, Path::new("/s"));
         assert_eq!(redirected, ["--out-dir", "/s", "-C", "x", "--out-dir=/s"]);
+    }
+
+    #[test]
+    fn the_incremental_cache_is_redirected_in_both_spellings_and_never_added() {
+        let args = [
+            "-C",
+            "incremental=/t/incr",
+            "-Cincremental=/t/incr",
+            "-C",
+            "opt-level=0",
+        ]
+        .map(String::from)
+        .to_vec();
+        let redirected = redirect_incremental(args, Path::new("/s/incr"));
+        assert_eq!(
+            redirected,
+            [
+                "-C",
+                "incremental=/s/incr",
+                "-Cincremental=/s/incr",
+                "-C",
+                "opt-level=0"
+            ]
+        );
+        let without = ["-C", "opt-level=3"].map(String::from).to_vec();
+        assert_eq!(
+            redirect_incremental(without.clone(), Path::new("/s")),
+            without
+        );
     }
 
     #[test]
