@@ -278,7 +278,7 @@ impl Session {
     pub fn warm_up(&mut self, done: impl FnOnce() + Send + 'static) {
         let warmed = Arc::clone(&self.warmed);
         let running = Arc::clone(self.latest.running());
-        let mut cache = ObjectCache::for_revision(&self.base);
+        let mut cache = self.objects.sharing_types();
         let base = self.base.clone();
         let started = Instant::now();
         self.builds.warm_up(

@@ -6,13 +6,13 @@
 //! `linker_shim`'s pool), and incremental compilation rewrites only the codegen units an edit
 //! touched, so a patch parses only what changed and reads nothing else — not even a `stat`.
 
-use super::dwarf::{read_object, LocalCrateNames, ObjectTypes};
+use super::dwarf::{read_object, LocalCrateNames, ObjectTypes, TypeInterner};
 use super::registry::registry_fingerprints;
 use super::symbols::{index_object, IndexedSymbol};
 use linker_shim::{Context, Result, Revision};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// What one object file defines, as every stage of the pipeline reads it.
 #[derive(Debug)]
@@ -64,6 +64,8 @@ impl RevisionObjects {
 #[derive(Debug)]
 pub struct ObjectCache {
     crates: LocalCrateNames,
+    /// Shared with the caches made [`sharing_types`](ObjectCache::sharing_types) with it.
+    interner: Arc<Mutex<TypeInterner>>,
     by_file: HashMap<(String, PathBuf), Arc<ParsedObject>>,
 }
 
@@ -73,6 +75,7 @@ impl ObjectCache {
     pub fn new(crates: LocalCrateNames) -> ObjectCache {
         ObjectCache {
             crates,
+            interner: Arc::default(),
             by_file: HashMap::new(),
         }
     }
@@ -83,6 +86,16 @@ impl ObjectCache {
         ObjectCache::new(LocalCrateNames::new(
             libraries.chain([base.target.crate_name()]),
         ))
+    }
+
+    /// An empty cache for the same crates, whose objects share type descriptions with this
+    /// one's (another build of the same sources describes the same types).
+    pub fn sharing_types(&self) -> ObjectCache {
+        ObjectCache {
+            crates: self.crates.clone(),
+            interner: Arc::clone(&self.interner),
+            by_file: HashMap::new(),
+        }
     }
 
     /// Forgets every object but those of `objects`: the only ones a later build can share.
@@ -155,8 +168,13 @@ impl ObjectCache {
         let parsed = Arc::new(ParsedObject {
             symbols: index_object(&file, path)?,
             types: Arc::new(
-                read_object(&file, &self.crates)
-                    .context(|| format!("{}: debug information", path.display()))?,
+                self.interner
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .intern(
+                        read_object(&file, &self.crates)
+                            .context(|| format!("{}: debug information", path.display()))?,
+                    ),
             ),
             fingerprints: registry_fingerprints(&file, path)?,
         });

@@ -18,6 +18,7 @@ use object::{Object, ObjectSection, RelocationKind};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 type UnitOffset = gimli::UnitOffset<usize>;
 type Reader<'a> = RelocateReader<EndianSlice<'a, RunTimeEndian>, Relocations<'a>>;
@@ -41,7 +42,7 @@ impl gimli::read::Relocate for Relocations<'_> {
 
 /// A named type of the crate (or one whose name mentions it, such as
 /// `core::option::Option<demo::Ball>`): its layout and the crate's types it leads to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TypeInfo {
     pub layout: Layout,
     /// Types one step away: fields, variant fields, generic arguments, and what pointers
@@ -57,7 +58,7 @@ pub(crate) struct TypeInfo {
 /// The source lines rustc gives the states of a future's state machine (one enum variant
 /// per state): `Unresumed` is the async fn's or block's own line, `SuspendN` the line of its
 /// N-th `.await`. Kept apart from the [`Layout`]: an edit above moves lines, not data.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct StateLines {
     pub file: Option<SourceFile>,
     /// State (variant) name → line.
@@ -66,7 +67,7 @@ pub(crate) struct StateLines {
 
 /// A value old code hands to new code: a parameter or return value of a slot
 /// implementation, or a static.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TypeUse {
     /// `argument `ball``, `return value`; empty for a static.
     pub role: String,
@@ -86,10 +87,12 @@ pub(crate) struct SourceFile {
 pub(crate) struct ObjectTypes {
     /// Only types whose names mention the crate: every other type comes from a crate that was
     /// not recompiled, so it is the same in both builds and holds none of the crate's types.
-    pub types: HashMap<String, TypeInfo>,
+    /// Shared (see [`TypeInterner`]): most types are described by many of a build's objects,
+    /// and by every build of the session.
+    pub types: HashMap<Arc<str>, Arc<TypeInfo>>,
     /// Parameters and return value of each function, by linkage name; only those that reach
     /// a type of the crate (old callers hand such values to a redirected or rewired function).
-    pub functions: HashMap<String, Vec<TypeUse>>,
+    pub functions: HashMap<Arc<str>, Arc<[TypeUse]>>,
     /// Statics and thread-locals whose type reaches a type of the crate, by linkage name.
     pub statics: HashMap<String, TypeUse>,
     /// The file holding the functions and statics of each namespace. rustc gives types no
@@ -97,6 +100,56 @@ pub(crate) struct ObjectTypes {
     pub namespace_files: HashMap<String, SourceFile>,
     /// Whether the object had debug information for any unit.
     pub described: bool,
+}
+
+/// One copy of each distinct type description and function signature seen, so that the
+/// objects of a build, and the builds of a session, share them instead of each holding its own.
+#[derive(Debug, Default)]
+pub(crate) struct TypeInterner {
+    types: HashMap<Arc<str>, Vec<Arc<TypeInfo>>>,
+    functions: HashMap<Arc<str>, Vec<Arc<[TypeUse]>>>,
+}
+
+impl TypeInterner {
+    /// `types` with every name, type and signature already seen replaced by its first copy.
+    pub(crate) fn intern(&mut self, types: ObjectTypes) -> ObjectTypes {
+        ObjectTypes {
+            types: types
+                .types
+                .into_iter()
+                .map(|(name, info)| shared(&mut self.types, name, info))
+                .collect(),
+            functions: types
+                .functions
+                .into_iter()
+                .map(|(name, uses)| shared(&mut self.functions, name, uses))
+                .collect(),
+            ..types
+        }
+    }
+}
+
+/// `name` and `value` as first seen (an equal value under the same name), remembered if new.
+fn shared<T: PartialEq + ?Sized>(
+    seen: &mut HashMap<Arc<str>, Vec<Arc<T>>>,
+    name: Arc<str>,
+    value: Arc<T>,
+) -> (Arc<str>, Arc<T>) {
+    let (name, copies) = match seen.get_key_value(&name) {
+        Some((known, _)) => {
+            let known = Arc::clone(known);
+            let copies = seen.get_mut(&known).expect("just found");
+            (known, copies)
+        }
+        None => (Arc::clone(&name), seen.entry(name).or_default()),
+    };
+    match copies.iter().find(|copy| ***copy == *value) {
+        Some(copy) => (name, Arc::clone(copy)),
+        None => {
+            copies.push(Arc::clone(&value));
+            (name, value)
+        }
+    }
 }
 
 /// The local crates of a build (the binary crate and the libraries compiled with it): the
@@ -421,7 +474,7 @@ impl UnitTypes<'_> {
                                 .clone()
                         }),
                     };
-                    found.types.insert(name, info);
+                    found.types.insert(name.into(), Arc::new(info));
                 }
                 continue;
             }
@@ -456,7 +509,7 @@ impl UnitTypes<'_> {
                 });
                 uses.retain(|type_use| !type_use.reaches.is_empty());
                 if !uses.is_empty() {
-                    found.functions.insert(linkage_name.to_owned(), uses);
+                    found.functions.insert(linkage_name.into(), uses.into());
                 }
             } else if !is_function {
                 let reaches = self.reaches(die.type_ref);

@@ -133,7 +133,7 @@ impl TypeLayouts {
         self.objects
             .iter()
             .find_map(|object| object.functions.get(linkage_name))
-            .map(Vec::as_slice)
+            .map(|uses| &**uses)
     }
 
     fn has_function_at(&self, demangled: &str) -> bool {
