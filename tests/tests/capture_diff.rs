@@ -117,7 +117,10 @@ fn one_line_body_change_changes_exactly_that_function() {
     let scale = diff.with_status(ChangeStatus::Changed).next().unwrap();
     let definition = &scale.definitions[0];
     assert!(
-        after.revision.object_paths().contains(&definition.object),
+        after
+            .revision
+            .object_paths()
+            .contains(&definition.object.to_path_buf()),
         "{definition:?}"
     );
     assert_eq!(definition.section, format!(".text.{}", scale.mangled));

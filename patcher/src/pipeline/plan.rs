@@ -266,7 +266,7 @@ pub fn plan(diff: &SymbolDiff, entries: &dyn EntryPolicy) -> Result<Option<Patch
     for name in plan.relinked.iter().chain(&plan.added_data) {
         if let Some(symbol) = diff.new.get(name) {
             plan.objects
-                .extend(symbol.definitions.iter().map(|d| d.object.clone()));
+                .extend(symbol.definitions.iter().map(|d| d.object.to_path_buf()));
         }
     }
     let added_functions: Vec<&SymbolChange> = added

@@ -14,8 +14,8 @@ pub struct EditedIndex {
     /// next build's index, which starts from this one's.
     replaced: BTreeMap<String, Option<Arc<IndexedSymbol>>>,
     /// Referrers the replaced symbols gained and lost, by the name referred to.
-    gained: BTreeMap<String, BTreeSet<String>>,
-    lost: BTreeMap<String, BTreeSet<String>>,
+    gained: BTreeMap<Arc<str>, BTreeSet<Arc<str>>>,
+    lost: BTreeMap<Arc<str>, BTreeSet<Arc<str>>>,
 }
 
 impl EditedIndex {
@@ -32,20 +32,23 @@ impl EditedIndex {
         base: Arc<SymbolIndex>,
         replaced: BTreeMap<String, Option<Arc<IndexedSymbol>>>,
     ) -> EditedIndex {
-        let mut gained: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut lost: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut gained: BTreeMap<Arc<str>, BTreeSet<Arc<str>>> = BTreeMap::new();
+        let mut lost: BTreeMap<Arc<str>, BTreeSet<Arc<str>>> = BTreeMap::new();
         let none = BTreeSet::new();
         for (name, symbol) in &replaced {
             let before = base.get(name).map_or(&none, |symbol| &symbol.references);
             let after = symbol.as_ref().map_or(&none, |symbol| &symbol.references);
+            let name: Arc<str> = Arc::from(name.as_str());
             for target in after.difference(before) {
                 gained
-                    .entry(target.clone())
+                    .entry(Arc::clone(target))
                     .or_default()
-                    .insert(name.clone());
+                    .insert(Arc::clone(&name));
             }
             for target in before.difference(after) {
-                lost.entry(target.clone()).or_default().insert(name.clone());
+                lost.entry(Arc::clone(target))
+                    .or_default()
+                    .insert(Arc::clone(&name));
             }
         }
         EditedIndex {
@@ -83,7 +86,7 @@ impl EditedIndex {
             .flatten()
             .filter(|referrer| !lost.is_some_and(|lost| lost.contains(*referrer)));
         kept.chain(self.gained.get(name).into_iter().flatten())
-            .map(String::as_str)
+            .map(|referrer| &**referrer)
             .collect()
     }
 }

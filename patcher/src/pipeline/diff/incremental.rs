@@ -164,7 +164,7 @@ fn kept_copies<'a>(
     let objects: BTreeSet<&Path> = symbol
         .definitions
         .iter()
-        .map(|definition| definition.object.as_path())
+        .map(|definition| &*definition.object)
         .collect();
     objects
         .into_iter()
@@ -279,7 +279,7 @@ mod tests {
         // Unchanged symbols are not listed.
         assert_eq!(diff.symbols.len(), 1);
         let definition = &diff.new.get(&mangled("app::h")).unwrap().definitions[0];
-        assert_eq!(definition.object, Path::new("b2.o"));
+        assert_eq!(&*definition.object, Path::new("b2.o"));
     }
 
     #[test]
@@ -346,7 +346,7 @@ mod tests {
             .iter()
             .map(|d| d.object.clone())
             .collect();
-        assert_eq!(objects, [Path::new("a.o"), Path::new("b2.o")]);
+        assert_eq!(objects, [Path::new("a.o").into(), Path::new("b2.o").into()]);
     }
 
     #[test]

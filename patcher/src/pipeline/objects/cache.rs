@@ -8,7 +8,7 @@
 
 use super::dwarf::{read_object, LocalCrateNames, ObjectTypes, TypeInterner};
 use super::registry::registry_fingerprints;
-use super::symbols::{index_object, IndexedSymbol};
+use super::symbols::{index_object, IndexedSymbol, NameInterner};
 use linker_shim::{Context, Result, Revision};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,12 +60,20 @@ impl RevisionObjects {
     }
 }
 
+/// What the objects a cache reads share: one copy of each name referred to, and of each type
+/// description and function signature.
+#[derive(Debug, Default)]
+struct Interners {
+    names: NameInterner,
+    types: TypeInterner,
+}
+
 /// Parsed objects by crate and pooled file (which names their contents).
 #[derive(Debug)]
 pub struct ObjectCache {
     crates: LocalCrateNames,
     /// Shared with the caches made [`sharing_types`](ObjectCache::sharing_types) with it.
-    interner: Arc<Mutex<TypeInterner>>,
+    interners: Arc<Mutex<Interners>>,
     by_file: HashMap<(String, PathBuf), Arc<ParsedObject>>,
 }
 
@@ -75,7 +83,7 @@ impl ObjectCache {
     pub fn new(crates: LocalCrateNames) -> ObjectCache {
         ObjectCache {
             crates,
-            interner: Arc::default(),
+            interners: Arc::default(),
             by_file: HashMap::new(),
         }
     }
@@ -93,7 +101,7 @@ impl ObjectCache {
     pub fn sharing_types(&self) -> ObjectCache {
         ObjectCache {
             crates: self.crates.clone(),
-            interner: Arc::clone(&self.interner),
+            interners: Arc::clone(&self.interners),
             by_file: HashMap::new(),
         }
     }
@@ -165,16 +173,17 @@ impl ObjectCache {
             .context(|| format!("could not map {}", path.display()))?;
         let file = object::File::parse(&*bytes)
             .context(|| format!("{} is not an object file", path.display()))?;
+        let mut interners = self
+            .interners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let parsed = Arc::new(ParsedObject {
-            symbols: index_object(&file, path)?,
+            symbols: index_object(&file, path, &mut interners.names)?,
             types: Arc::new(
-                self.interner
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .intern(
-                        read_object(&file, &self.crates)
-                            .context(|| format!("{}: debug information", path.display()))?,
-                    ),
+                interners.types.intern(
+                    read_object(&file, &self.crates)
+                        .context(|| format!("{}: debug information", path.display()))?,
+                ),
             ),
             fingerprints: registry_fingerprints(&file, path)?,
         });

@@ -17,10 +17,11 @@ use object::{
     Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionIndex,
 };
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// What a symbol is, as far as patching cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -34,8 +35,8 @@ pub enum SymbolKind {
 /// Where one copy of a symbol is defined: a patch links `object` and takes `section` from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Definition {
-    /// The stored copy of the object file.
-    pub object: PathBuf,
+    /// The stored copy of the object file (one allocation for all its symbols).
+    pub object: Arc<Path>,
     pub section: String,
     pub section_index: usize,
     pub symbol_index: usize,
@@ -59,8 +60,9 @@ pub struct IndexedSymbol {
     /// Equal in two revisions exactly when bytes and normalised relocations are equal.
     pub fingerprint: u64,
     pub definitions: Vec<Definition>,
-    /// Named symbols this one refers to, directly or through anonymous data.
-    pub references: BTreeSet<String>,
+    /// Named symbols this one refers to, directly or through anonymous data (each name one
+    /// allocation however many symbols refer to it: see [`NameInterner`]).
+    pub references: BTreeSet<Arc<str>>,
 }
 
 /// The named symbols of one revision, and who refers to whom.
@@ -69,7 +71,7 @@ pub struct SymbolIndex {
     symbols: BTreeMap<String, IndexedSymbol>,
     /// For each symbol, the symbols that refer to it (directly, or through anonymous data
     /// such as a vtable).
-    referrers: HashMap<String, BTreeSet<String>>,
+    referrers: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
 }
 
 impl SymbolIndex {
@@ -99,13 +101,14 @@ impl SymbolIndex {
             .into_iter()
             .map(|symbol| (symbol.name.clone(), symbol))
             .collect();
-        let mut referrers: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut referrers: HashMap<Arc<str>, BTreeSet<Arc<str>>> = HashMap::new();
         for symbol in symbols.values() {
+            let referrer: Arc<str> = Arc::from(symbol.name.as_str());
             for target in &symbol.references {
                 referrers
-                    .entry(target.clone())
+                    .entry(Arc::clone(target))
                     .or_default()
-                    .insert(symbol.name.clone());
+                    .insert(Arc::clone(&referrer));
             }
         }
         SymbolIndex { symbols, referrers }
@@ -125,7 +128,7 @@ impl SymbolIndex {
     }
 
     /// The symbols that refer to `name`.
-    pub fn referrers_of(&self, name: &str) -> Option<&BTreeSet<String>> {
+    pub fn referrers_of(&self, name: &str) -> Option<&BTreeSet<Arc<str>>> {
         self.referrers.get(name)
     }
 
@@ -235,8 +238,28 @@ struct ObjectAnalysis<'data, 'file> {
     anonymous: HashMap<SectionIndex, AnonymousData<'data>>,
 }
 
+/// One allocation per distinct name, shared by every symbol that refers to it.
+#[derive(Debug, Default)]
+pub(crate) struct NameInterner(HashSet<Arc<str>>);
+
+impl NameInterner {
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.0.get(name) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = Arc::from(name);
+        self.0.insert(Arc::clone(&name));
+        name
+    }
+}
+
 /// The named functions and data of the object `object`, stored at `path`.
-pub(crate) fn index_object(object: &object::File<'_>, path: &Path) -> Result<Vec<IndexedSymbol>> {
+pub(crate) fn index_object(
+    object: &object::File<'_>,
+    path: &Path,
+    names: &mut NameInterner,
+) -> Result<Vec<IndexedSymbol>> {
+    let path: Arc<Path> = Arc::from(path);
     let mut analysis = ObjectAnalysis::new(object);
     let mut symbols = Vec::new();
     for symbol in object.symbols() {
@@ -269,7 +292,10 @@ pub(crate) fn index_object(object: &object::File<'_>, path: &Path) -> Result<Vec
         );
         let canonical = canonical_name(name);
         references.remove(canonical);
-        let references = references.into_iter().map(str::to_owned).collect();
+        let references = references
+            .into_iter()
+            .map(|name| names.intern(name))
+            .collect();
         symbols.push(IndexedSymbol {
             name: canonical.to_owned(),
             kind,
@@ -277,7 +303,7 @@ pub(crate) fn index_object(object: &object::File<'_>, path: &Path) -> Result<Vec
             section_class: section_class(&section_name, name),
             fingerprint,
             definitions: vec![Definition {
-                object: path.to_owned(),
+                object: Arc::clone(&path),
                 section: section_name,
                 section_index: section_index.0,
                 symbol_index: symbol.index().0,
@@ -569,7 +595,7 @@ pub(crate) mod synthetic {
             section_class: section_class.into(),
             fingerprint: 0,
             definitions: vec![Definition {
-                object: PathBuf::from(format!("{path}.o")),
+                object: Path::new(&format!("{path}.o")).into(),
                 section: format!("{section_class}.{name}"),
                 section_index: 1,
                 symbol_index: 1,
@@ -602,7 +628,7 @@ pub(crate) mod synthetic {
         /// The same symbol referring to `others` (calls, address taken).
         pub fn referring_to(mut self, others: &[&IndexedSymbol]) -> Self {
             self.references
-                .extend(others.iter().map(|other| other.name.clone()));
+                .extend(others.iter().map(|other| Arc::from(other.name.as_str())));
             self
         }
 
@@ -626,13 +652,13 @@ pub(crate) mod synthetic {
             .map(|symbol| {
                 let mut symbol = symbol.clone();
                 for definition in &mut symbol.definitions {
-                    definition.object = PathBuf::from(path);
+                    definition.object = Path::new(path).into();
                 }
                 symbol
             })
             .collect();
         StoredObject {
-            path: PathBuf::from(path),
+            path: std::path::PathBuf::from(path),
             crate_name: "app".into(),
             parsed: std::sync::Arc::new(super::super::cache::ParsedObject {
                 symbols,
