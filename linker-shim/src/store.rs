@@ -188,8 +188,17 @@ impl Store {
     }
 
     /// Deletes old revisions of `target` (keeping the newest [`KEEP_PER_TARGET`] and every
-    /// pinned one) and temporary directories left by links that were killed.
+    /// pinned one), temporary directories left by links that were killed, and pooled objects
+    /// no revision refers to.
     pub fn prune(&self, target: &TargetKey) -> Result<()> {
+        self.prune_revisions(target)?;
+        self.prune_pool()
+    }
+
+    /// [`Store::prune`] but the pool: what a patch build's link does. Sifting the pool means
+    /// reading every revision and a `stat` per pooled object, which a patch doesn't wait for;
+    /// the next build cargo links sifts it.
+    fn prune_revisions(&self, target: &TargetKey) -> Result<()> {
         let pinned = self.pinned()?;
         let revisions = self.list_for(target)?;
         let surplus = revisions.len().saturating_sub(KEEP_PER_TARGET);
@@ -209,6 +218,11 @@ impl Store {
                 remove_dir(&self.revisions_dir().join(name))?;
             }
         }
+        Ok(())
+    }
+
+    /// Deletes pooled objects no revision refers to (after their grace period).
+    fn prune_pool(&self) -> Result<()> {
         let referenced: BTreeSet<String> = self
             .list()?
             .into_iter()
@@ -346,7 +360,11 @@ impl RevisionWriter {
             )
         })?;
         self.committed = true;
-        self.store.prune(&revision.target)?;
+        if revision.capture_only {
+            self.store.prune_revisions(&revision.target)?;
+        } else {
+            self.store.prune(&revision.target)?;
+        }
         revision.dir = final_dir;
         Ok(revision)
     }
