@@ -104,7 +104,7 @@ impl SymbolDiff {
             .filter(|object| !in_new.contains(object.path.as_path()));
 
         // The new build's copies of each touched name in the objects it added.
-        let mut added_copies: HashMap<&str, Vec<&IndexedSymbol>> = HashMap::new();
+        let mut added_copies: HashMap<&str, Vec<&Arc<IndexedSymbol>>> = HashMap::new();
         for symbol in added.iter().flat_map(|object| object.symbols()) {
             added_copies.entry(&symbol.name).or_default().push(symbol);
         }
@@ -124,7 +124,7 @@ impl SymbolDiff {
         for &name in &touched {
             let mut copies = kept_copies(latest.symbols.get(name), &kept_objects);
             copies.extend(added_copies.get(name).into_iter().flatten());
-            replaced.insert(name.to_owned(), merge_copies(copies).map(Arc::new));
+            replaced.insert(name.to_owned(), merge_copies(copies));
         }
 
         let edited = EditedIndex::new(Arc::clone(latest.symbols.base()), replaced);
@@ -157,7 +157,7 @@ fn paths(objects: &RevisionObjects) -> impl Iterator<Item = &Path> {
 fn kept_copies<'a>(
     symbol: Option<&IndexedSymbol>,
     kept_objects: &HashMap<&Path, &'a StoredObject>,
-) -> Vec<&'a IndexedSymbol> {
+) -> Vec<&'a Arc<IndexedSymbol>> {
     let Some(symbol) = symbol else {
         return Vec::new();
     };

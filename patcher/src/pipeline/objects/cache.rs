@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub struct ParsedObject {
     /// Named functions and data, each [`Definition`](super::symbols::Definition) in this
     /// file.
-    pub(super) symbols: Vec<IndexedSymbol>,
+    pub(super) symbols: Vec<Arc<IndexedSymbol>>,
     /// What its DWARF says about the crate's types.
     pub(crate) types: Arc<ObjectTypes>,
     /// `#[hotreload]` implementation (mangled) → signature fingerprint, from its registry
@@ -38,7 +38,7 @@ pub struct StoredObject {
 
 impl StoredObject {
     /// The object's named functions and data, defined in this file.
-    pub fn symbols(&self) -> &[IndexedSymbol] {
+    pub fn symbols(&self) -> &[Arc<IndexedSymbol>] {
         &self.parsed.symbols
     }
 }
@@ -178,7 +178,10 @@ impl ObjectCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let parsed = Arc::new(ParsedObject {
-            symbols: index_object(&file, path, &mut interners.names)?,
+            symbols: index_object(&file, path, &mut interners.names)?
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
             types: Arc::new(
                 interners.types.intern(
                     read_object(&file, &self.crates)

@@ -68,7 +68,7 @@ pub struct IndexedSymbol {
 /// The named symbols of one revision, and who refers to whom.
 #[derive(Debug, Clone, Default)]
 pub struct SymbolIndex {
-    symbols: BTreeMap<String, IndexedSymbol>,
+    symbols: BTreeMap<String, Arc<IndexedSymbol>>,
     /// For each symbol, the symbols that refer to it (directly, or through anonymous data
     /// such as a vtable).
     referrers: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
@@ -84,7 +84,7 @@ impl SymbolIndex {
 
     /// Merges the symbols of a revision's objects: one entry per name.
     pub fn of(objects: &RevisionObjects) -> SymbolIndex {
-        let mut by_name: BTreeMap<&str, Vec<&IndexedSymbol>> = BTreeMap::new();
+        let mut by_name: BTreeMap<&str, Vec<&Arc<IndexedSymbol>>> = BTreeMap::new();
         for symbol in objects.objects.iter().flat_map(StoredObject::symbols) {
             by_name.entry(&symbol.name).or_default().push(symbol);
         }
@@ -96,8 +96,10 @@ impl SymbolIndex {
     }
 
     /// The index of `symbols`, one per name.
-    pub(crate) fn from_symbols(symbols: impl IntoIterator<Item = IndexedSymbol>) -> SymbolIndex {
-        let symbols: BTreeMap<String, IndexedSymbol> = symbols
+    pub(crate) fn from_symbols(
+        symbols: impl IntoIterator<Item = Arc<IndexedSymbol>>,
+    ) -> SymbolIndex {
+        let symbols: BTreeMap<String, Arc<IndexedSymbol>> = symbols
             .into_iter()
             .map(|symbol| (symbol.name.clone(), symbol))
             .collect();
@@ -115,12 +117,12 @@ impl SymbolIndex {
     }
 
     pub fn get(&self, name: &str) -> Option<&IndexedSymbol> {
-        self.symbols.get(name)
+        self.symbols.get(name).map(|symbol| &**symbol)
     }
 
     /// All symbols, ordered by mangled name.
     pub fn iter(&self) -> impl Iterator<Item = &IndexedSymbol> {
-        self.symbols.values()
+        self.symbols.values().map(|symbol| &**symbol)
     }
 
     pub fn len(&self) -> usize {
@@ -140,10 +142,14 @@ impl SymbolIndex {
 /// One symbol from its copies in several objects (LOCAL instances, weak symbols such as
 /// `DW.ref.rust_eh_personality`), all of one name: `None` when there are none. How many
 /// copies and in which objects is not stable, so their distinct fingerprints combine as a
-/// set; definitions are ordered by object and symbol, whatever order the copies came in.
-pub(crate) fn merge_copies(copies: Vec<&IndexedSymbol>) -> Option<IndexedSymbol> {
+/// set (one distinct fingerprint stays as it is); definitions are ordered by object and
+/// symbol, whatever order the copies came in. The usual single copy is shared, not copied.
+pub(crate) fn merge_copies(copies: Vec<&Arc<IndexedSymbol>>) -> Option<Arc<IndexedSymbol>> {
     let (first, others) = copies.split_first()?;
-    let mut merged = (*first).clone();
+    if others.is_empty() {
+        return Some(Arc::clone(first));
+    }
+    let mut merged = IndexedSymbol::clone(first);
     let mut fingerprints = vec![first.fingerprint];
     for copy in others {
         fingerprints.push(copy.fingerprint);
@@ -152,11 +158,15 @@ pub(crate) fn merge_copies(copies: Vec<&IndexedSymbol>) -> Option<IndexedSymbol>
     }
     fingerprints.sort_unstable();
     fingerprints.dedup();
-    merged.fingerprint = hash_of(&fingerprints);
+    if let [single] = fingerprints[..] {
+        merged.fingerprint = single;
+    } else {
+        merged.fingerprint = hash_of(&fingerprints);
+    }
     merged
         .definitions
         .sort_by(|a, b| (&a.object, a.symbol_index).cmp(&(&b.object, b.symbol_index)));
-    Some(merged)
+    Some(Arc::new(merged))
 }
 
 /// `name` without the `.llvm.<hash>` suffix ThinLTO gives LOCAL symbols it promotes across
@@ -642,7 +652,7 @@ pub(crate) mod synthetic {
 
     /// The index of `symbols`.
     pub fn index<'a>(symbols: impl IntoIterator<Item = &'a IndexedSymbol>) -> SymbolIndex {
-        SymbolIndex::from_symbols(symbols.into_iter().cloned())
+        SymbolIndex::from_symbols(symbols.into_iter().cloned().map(Arc::new))
     }
 
     /// The object file `path` of crate `app`, defining `symbols` (moved into it).
@@ -654,7 +664,7 @@ pub(crate) mod synthetic {
                 for definition in &mut symbol.definitions {
                     definition.object = Path::new(path).into();
                 }
-                symbol
+                Arc::new(symbol)
             })
             .collect();
         StoredObject {
