@@ -313,6 +313,9 @@ impl Session {
         self.latest = warmed.latest;
         // The base's objects are not parsed again: no patch build shares them.
         self.objects = warmed.cache;
+        // SAFETY: malloc_trim(3) only returns free heap pages to the system; no allocation
+        // is touched. The base's parse, now dropped, was the largest thing the session held.
+        unsafe { libc::malloc_trim(0) };
         Some((objects, warmed.took))
     }
 
