@@ -14,7 +14,7 @@ use crate::pipeline::objects::cache::ObjectCache;
 use crate::pipeline::objects::exe::BaseExecutable;
 use crate::pipeline::objects::symbols::SymbolIndex;
 use crate::pipeline::plan::PatchPlan;
-use crate::pipeline::recompile::crates::LocalCrates;
+use crate::pipeline::recompile::crates::{CrateIndex, LocalCrates};
 use crate::pipeline::recompile::{CrateBuild, PatchBuilds};
 use crate::pipeline::runs_forever;
 use hotreload_abi::protocol::{EntryChange, Hello, PatchImage, SlotInfo, SlotUpdate};
@@ -77,6 +77,8 @@ impl PreparedPatch {
 /// The warm-up's build of the unchanged sources, compared with the base.
 struct WarmedUp {
     latest: LatestBuild,
+    /// The local libraries it rebuilt (all of them).
+    libraries: BTreeSet<CrateIndex>,
     /// Its objects, parsed.
     cache: ObjectCache,
     /// From the start of the warm-up to its end.
@@ -285,12 +287,13 @@ impl Session {
             &self.store,
             &self.base,
             &self.hotpatch_exe,
-            move |revision| {
+            move |revision, libraries| {
                 let Ok(objects) = cache.read(&revision, &base) else {
                     return; // the first edit reads them, and reports what is wrong
                 };
                 *warmed.lock().unwrap_or_else(PoisonError::into_inner) = Some(WarmedUp {
                     latest: LatestBuild::anchored(objects, running),
+                    libraries,
                     cache,
                     took: started.elapsed(),
                 });
@@ -311,6 +314,7 @@ impl Session {
             .take()?;
         let objects = warmed.latest.objects.objects.len();
         self.latest = warmed.latest;
+        self.builds.adopt_libraries(warmed.libraries);
         // The base's objects are not parsed again: no patch build shares them.
         self.objects = warmed.cache;
         // SAFETY: malloc_trim(3) only returns free heap pages to the system; no allocation

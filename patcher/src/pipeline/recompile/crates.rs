@@ -135,6 +135,14 @@ impl LocalCrates {
         order
     }
 
+    /// The libraries the binary links, each after its dependencies.
+    pub fn libraries(&self) -> Vec<CrateIndex> {
+        self.linked_in_order()
+            .into_iter()
+            .filter(|&index| self.get(index).role == CrateRole::Library)
+            .collect()
+    }
+
     /// The binary and the libraries it links, each after its dependencies.
     fn linked_in_order(&self) -> Vec<CrateIndex> {
         fn visit(crates: &LocalCrates, index: CrateIndex, seen: &mut Vec<CrateIndex>) {

@@ -82,18 +82,19 @@ impl PatchBuilds {
         })
     }
 
-    /// Compiles the binary crate, unchanged, into the scratch directory in the background
-    /// at low priority: the first build in a new output directory redoes most of rustc's
-    /// codegen, so without this the session's first edit costs several times a later one.
-    /// `then` gets the build's revision, still on the background thread. The first edit
-    /// that comes before the compiler is done stops it ([`PatchBuilds::stop_warm_up`])
-    /// rather than wait for a niced compiler.
+    /// Compiles the local libraries and the binary crate, unchanged, into the scratch
+    /// directory in the background at low priority: the first build in a new output directory
+    /// redoes most of rustc's codegen, so without this the session's first edit costs several
+    /// times a later one. `then` gets the build's revision and the libraries it rebuilt,
+    /// still on the background thread (see [`PatchBuilds::adopt_libraries`]). The first edit
+    /// that comes before the compilers are done stops them ([`PatchBuilds::stop_warm_up`])
+    /// rather than wait for niced compilers.
     pub fn warm_up(
         &mut self,
         store: &Store,
         base: &Revision,
         hotpatch_exe: &Path,
-        then: impl FnOnce(Revision) + Send + 'static,
+        then: impl FnOnce(Revision, BTreeSet<CrateIndex>) + Send + 'static,
     ) {
         let compiler = Compiler::default();
         let mut builds = PatchBuilds {
@@ -107,13 +108,23 @@ impl PatchBuilds {
         let running = Arc::clone(&compiler);
         let thread = std::thread::spawn(move || {
             // A failure here (the sources don't compile yet, say) is the first edit's to report.
+            let libraries = builds.crates.libraries();
+            if build_libraries(&mut builds, &libraries, &hotpatch_exe, Some(&running)).is_err() {
+                return;
+            }
             if let Ok((revision, _)) =
                 build_binary(&store, &base, &mut builds, &hotpatch_exe, Some(&running))
             {
-                then(revision);
+                then(revision, std::mem::take(&mut builds.rebuilt));
             }
         });
         self.warm_up = Some(WarmUp { thread, compiler });
+    }
+
+    /// Takes over the libraries the warm-up rebuilt: later builds link their fresh rlibs, as
+    /// the warm-up's build of the binary did.
+    pub fn adopt_libraries(&mut self, rebuilt: BTreeSet<CrateIndex>) {
+        self.rebuilt.extend(rebuilt);
     }
 
     /// Ends the warm-up: kills its compiler if it still runs (its partial outputs are
@@ -259,27 +270,8 @@ pub fn recompile_edit(
 ) -> Result<Recompiled, RecompileError> {
     builds.stop_warm_up();
     let started = Instant::now();
-    let mut crates = Vec::new();
-    let mut warnings = Vec::new();
-    for index in builds.crates.libraries_to_rebuild(edited) {
-        let invocation = &builds.crates.get(index).invocation;
-        let out_dir = builds.library_dir(index);
-        std::fs::create_dir_all(&out_dir)
-            .context(|| format!("could not create {}", out_dir.display()))?;
-        let compiling = Instant::now();
-        let output = run_compiler(
-            invocation,
-            builds.arguments(invocation, &out_dir, hotpatch_exe),
-            None,
-            None,
-        )?;
-        warnings.extend(diagnostics_of(&output)?);
-        crates.push(CrateBuild {
-            name: invocation.crate_name.clone(),
-            duration: compiling.elapsed(),
-        });
-        builds.rebuilt.insert(index);
-    }
+    let libraries = builds.crates.libraries_to_rebuild(edited);
+    let (mut crates, mut warnings) = build_libraries(builds, &libraries, hotpatch_exe, None)?;
     let (revision, binary) = build_binary(store, base, builds, hotpatch_exe, None)?;
     warnings.extend(binary.1);
     crates.push(binary.0);
@@ -289,6 +281,39 @@ pub fn recompile_edit(
         warnings,
         crates,
     })
+}
+
+/// Compiles the local `libraries` (dependencies first) into their scratch directories, each
+/// against those rebuilt before it: their builds, and their warnings. `niced`: as for
+/// [`build_binary`].
+fn build_libraries(
+    builds: &mut PatchBuilds,
+    libraries: &[CrateIndex],
+    hotpatch_exe: &Path,
+    niced: Option<&Compiler>,
+) -> Result<(Vec<CrateBuild>, Vec<String>), RecompileError> {
+    let mut crates = Vec::new();
+    let mut warnings = Vec::new();
+    for &index in libraries {
+        let invocation = &builds.crates.get(index).invocation;
+        let out_dir = builds.library_dir(index);
+        std::fs::create_dir_all(&out_dir)
+            .context(|| format!("could not create {}", out_dir.display()))?;
+        let compiling = Instant::now();
+        let output = run_compiler(
+            invocation,
+            builds.arguments(invocation, &out_dir, hotpatch_exe),
+            None,
+            niced,
+        )?;
+        warnings.extend(diagnostics_of(&output)?);
+        crates.push(CrateBuild {
+            name: invocation.crate_name.clone(),
+            duration: compiling.elapsed(),
+        });
+        builds.rebuilt.insert(index);
+    }
+    Ok((crates, warnings))
 }
 
 /// Compiles the binary crate of `base` against the libraries rebuilt so far, capture-only:
