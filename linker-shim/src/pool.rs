@@ -71,17 +71,17 @@ impl ObjectPool {
         }
         let bytes = fs::read(original)
             .context(|| format!("could not read the object {}", original.display()))?;
-        // Named by contents only: the file name changes from one compiler session to the next.
-        self.add_bytes(&bytes, "object.o")
+        self.add_bytes(&bytes)
     }
 
-    /// Pools `bytes` (an object named `member_name`, taken out of an archive); returns its
-    /// name in the pool: `<length>-<hash>-<member name>`, equal for equal contents.
-    pub(crate) fn add_bytes(&self, bytes: &[u8], member_name: &str) -> Result<String> {
+    /// Pools `bytes` (an object taken out of an archive, or copied); returns its name in the
+    /// pool: `<length>-<hash>.o`, equal for equal contents. Not the member's name: rustc gives
+    /// each compiler session's objects a new random suffix.
+    pub(crate) fn add_bytes(&self, bytes: &[u8]) -> Result<String> {
         self.create()?;
         let mut hasher = DefaultHasher::new();
         bytes.hash(&mut hasher);
-        let name = format!("{}-{:016x}-{member_name}", bytes.len(), hasher.finish());
+        let name = format!("{}-{:016x}.o", bytes.len(), hasher.finish());
         let path = self.dir.join(&name);
         if let Ok(file) = fs::File::options().append(true).open(&path) {
             let _ = file.set_modified(SystemTime::now());
@@ -174,17 +174,17 @@ mod tests {
     fn equal_bytes_share_a_name() {
         let dir = tempfile::tempdir().unwrap();
         let pool = ObjectPool::of_store(dir.path());
-        let one = pool.add_bytes(b"code", "a.o").unwrap();
-        assert_eq!(pool.add_bytes(b"code", "a.o").unwrap(), one);
-        assert_ne!(pool.add_bytes(b"other", "a.o").unwrap(), one);
+        let one = pool.add_bytes(b"code").unwrap();
+        assert_eq!(pool.add_bytes(b"code").unwrap(), one);
+        assert_ne!(pool.add_bytes(b"other").unwrap(), one);
     }
 
     #[test]
     fn pruning_keeps_what_is_referenced_or_recent() {
         let dir = tempfile::tempdir().unwrap();
         let pool = ObjectPool::of_store(dir.path());
-        let kept = pool.add_bytes(b"kept", "a.o").unwrap();
-        let recent = pool.add_bytes(b"recent", "b.o").unwrap();
+        let kept = pool.add_bytes(b"kept").unwrap();
+        let recent = pool.add_bytes(b"recent").unwrap();
         pool.prune(&BTreeSet::from([kept.clone()])).unwrap();
         assert!(pool.dir().join(&kept).exists());
         assert!(pool.dir().join(&recent).exists(), "within the grace period");

@@ -323,7 +323,7 @@ impl RevisionWriter {
             let bytes = member
                 .data(&*data)
                 .context(|| format!("{}: could not read {member_name}", rlib.display()))?;
-            objects.push(pool.add_bytes(bytes, &member_name)?);
+            objects.push(pool.add_bytes(bytes)?);
         }
         self.libraries.push(CapturedLibrary {
             crate_name: crate_name.to_owned(),

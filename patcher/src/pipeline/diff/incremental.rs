@@ -9,7 +9,7 @@
 //! of the same sources — plus the names edits replaced since; what is classified against the
 //! running base is those names and the few in which the anchor differs from it.
 
-use super::{classify, EditedIndex, SymbolDiff, Unchanged};
+use super::{classify, classify_all, EditedIndex, SymbolDiff, Unchanged};
 use crate::pipeline::objects::cache::{RevisionObjects, StoredObject};
 use crate::pipeline::objects::symbols::{merge_copies, IndexedSymbol, SymbolIndex};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -45,17 +45,7 @@ impl LatestBuild {
     /// would gain nothing), the anchor of the builds after it.
     pub fn anchored(objects: RevisionObjects, running: Arc<SymbolIndex>) -> LatestBuild {
         let index = Arc::new(SymbolIndex::of(&objects));
-        let names: BTreeSet<&str> = index
-            .iter()
-            .chain(running.iter())
-            .map(|symbol| symbol.name.as_str())
-            .collect();
-        let (changed, layout_changes) = classify(
-            names,
-            |name| running.get(name),
-            |name| index.get(name),
-            Unchanged::Left,
-        );
+        let (changed, layout_changes) = classify_all(&running, &index, Unchanged::Left);
         let anchor_changes = changed
             .into_iter()
             .map(|symbol| symbol.mangled)

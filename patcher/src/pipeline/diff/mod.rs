@@ -104,17 +104,7 @@ pub fn distinct_names<'a>(mangled: impl IntoIterator<Item = &'a str>) -> Vec<Str
 impl SymbolDiff {
     /// Classifies every symbol of `old` and `new`.
     pub fn between(old: &SymbolIndex, new: SymbolIndex) -> SymbolDiff {
-        let names: BTreeSet<&str> = new
-            .iter()
-            .chain(old.iter())
-            .map(|symbol| symbol.name.as_str())
-            .collect();
-        let (symbols, layout_changes) = classify(
-            names,
-            |name| old.get(name),
-            |name| new.get(name),
-            Unchanged::Listed,
-        );
+        let (symbols, layout_changes) = classify_all(old, &new, Unchanged::Listed);
         SymbolDiff {
             symbols,
             layout_changes,
@@ -166,6 +156,20 @@ impl SymbolDiff {
         }
         reached
     }
+}
+
+/// [`classify`] of every name either index has.
+fn classify_all(
+    old: &SymbolIndex,
+    new: &SymbolIndex,
+    unchanged: Unchanged,
+) -> (Vec<SymbolChange>, Vec<LayoutChange>) {
+    let names: BTreeSet<&str> = new
+        .iter()
+        .chain(old.iter())
+        .map(|symbol| symbol.name.as_str())
+        .collect();
+    classify(names, |name| old.get(name), |name| new.get(name), unchanged)
 }
 
 /// Whether [`classify`] lists unchanged symbols.
