@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-/// Directory of the pool under the store root (named when it held library objects only; the
-/// name is kept so that stores written before stay readable).
+/// Directory of the pool under the store root (named when it held library objects only).
 pub(crate) const POOL_DIR: &str = "library-objects";
 
 /// A pooled object no revision refers to is deleted only when it is older than this: a writer

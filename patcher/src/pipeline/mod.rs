@@ -52,16 +52,15 @@ pub fn prepare(
     let diff = SymbolDiff::incremental(&session.latest, &objects);
     session.objects.keep_only(&objects);
     session.latest = session.latest.after(objects.clone(), &diff);
-    let base_index = Arc::clone(session.latest.running());
-    let base_index = base_index.as_ref();
+    let running = Arc::clone(session.latest.running());
     let Some(mut plan) = plan(&diff, &RunningEntries::of(session))? else {
         // Back to the base: everything runs its original code again.
         let mut plan = PatchPlan::default();
-        narrow_to_edit(&mut plan, session.running_functions(), base_index);
+        narrow_to_edit(&mut plan, session.running_functions(), &running);
         let patch = session.towards(Targets::default(), None, plan, timings);
         return Ok(patch.unless_empty());
     };
-    narrow_to_edit(&mut plan, session.running_functions(), base_index);
+    narrow_to_edit(&mut plan, session.running_functions(), &running);
     check_layouts(&session.base_layouts, &objects, &diff.new, &plan)?;
     timings.diff = started.elapsed();
     plan.content = plan_content(&plan, &diff.new);

@@ -275,7 +275,7 @@ impl Session {
 
     /// Starts the build that makes the first edit as fast as later ones
     /// ([`PatchBuilds::warm_up`]), then indexes its objects against the base — all of them:
-    /// a new output directory means new objects — still in the background. `done` is
+    /// none is an object of the base's own build — still in the background. `done` is
     /// called once that is ready to [`adopt`](Session::adopt_warm_up).
     pub fn warm_up(&mut self, done: impl FnOnce() + Send + 'static) {
         let warmed = Arc::clone(&self.warmed);
@@ -304,7 +304,8 @@ impl Session {
 
     /// Ends the warm-up (stopping its compiler if it still runs) and takes over what it
     /// indexed, if it got that far: the next patch build is compared with it, so only the
-    /// objects the edit rewrote are read. Returns how many objects it indexed, and when.
+    /// objects the edit rewrote are read. Returns how many objects it indexed, and how long
+    /// the warm-up took.
     pub fn adopt_warm_up(&mut self) -> Option<(usize, Duration)> {
         self.builds.stop_warm_up();
         let warmed = self

@@ -41,8 +41,8 @@ impl LatestBuild {
     }
 
     /// A build indexed in full and compared with the `running` base once (the warm-up's:
-    /// every object of a new output directory is new, so comparing it object by object
-    /// would gain nothing), the anchor of the builds after it.
+    /// built in another output directory than the base, it shares none of its objects, so
+    /// comparing it object by object would gain nothing), the anchor of the builds after it.
     pub fn anchored(objects: RevisionObjects, running: Arc<SymbolIndex>) -> LatestBuild {
         let index = Arc::new(SymbolIndex::of(&objects));
         let (changed, layout_changes) = classify_all(&running, &index, Unchanged::Left);
