@@ -42,13 +42,21 @@ impl ObjectPool {
         }
     }
 
+    /// The pool of the store rooted at `store_root`, made if it isn't there: ready for
+    /// [`add_file`](Self::add_file) and [`add_bytes`](Self::add_bytes).
+    pub(crate) fn open(store_root: &Path) -> Result<ObjectPool> {
+        let pool = ObjectPool::of_store(store_root);
+        fs::create_dir_all(&pool.dir)
+            .context(|| format!("could not create {}", pool.dir.display()))?;
+        Ok(pool)
+    }
+
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Pools the object file at `original`; returns its name in the pool.
     pub(crate) fn add_file(&self, original: &Path) -> Result<String> {
-        self.create()?;
         let metadata = fs::metadata(original)
             .context(|| format!("could not read the object {}", original.display()))?;
         // Not the file name: rustc gives each compiler session's objects a new random suffix.
@@ -77,7 +85,6 @@ impl ObjectPool {
     /// pool: `<length>-<hash>.o`, equal for equal contents. Not the member's name: rustc gives
     /// each compiler session's objects a new random suffix.
     pub(crate) fn add_bytes(&self, bytes: &[u8]) -> Result<String> {
-        self.create()?;
         let mut hasher = DefaultHasher::new();
         bytes.hash(&mut hasher);
         let name = format!("{}-{:016x}.o", bytes.len(), hasher.finish());
@@ -118,10 +125,6 @@ impl ObjectPool {
         Ok(())
     }
 
-    fn create(&self) -> Result<()> {
-        fs::create_dir_all(&self.dir).context(|| format!("could not create {}", self.dir.display()))
-    }
-
     /// A name no other writer uses: this process, and a counter within it.
     fn temp_path(&self) -> PathBuf {
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -140,7 +143,7 @@ mod tests {
     #[test]
     fn an_unchanged_file_is_pooled_once_under_the_same_name_and_a_rewritten_one_anew() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = ObjectPool::of_store(&dir.path().join("store"));
+        let pool = ObjectPool::open(&dir.path().join("store")).unwrap();
         let object = dir.path().join("app.cgu.rcgu.o");
         fs::write(&object, b"first").unwrap();
         let first = pool.add_file(&object).unwrap();
@@ -172,7 +175,7 @@ mod tests {
     #[test]
     fn equal_bytes_share_a_name() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = ObjectPool::of_store(dir.path());
+        let pool = ObjectPool::open(dir.path()).unwrap();
         let one = pool.add_bytes(b"code").unwrap();
         assert_eq!(pool.add_bytes(b"code").unwrap(), one);
         assert_ne!(pool.add_bytes(b"other").unwrap(), one);
@@ -181,7 +184,7 @@ mod tests {
     #[test]
     fn pruning_keeps_what_is_referenced_or_recent() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = ObjectPool::of_store(dir.path());
+        let pool = ObjectPool::open(dir.path()).unwrap();
         let kept = pool.add_bytes(b"kept").unwrap();
         let recent = pool.add_bytes(b"recent").unwrap();
         pool.prune(&BTreeSet::from([kept.clone()])).unwrap();

@@ -136,6 +136,7 @@ impl Store {
         })?;
         Ok(RevisionWriter {
             store: self.clone(),
+            pool: ObjectPool::open(&self.root)?,
             id,
             temp_dir,
             objects: Vec::new(),
@@ -235,11 +236,7 @@ impl Store {
                     .chain(libraries)
             })
             .collect();
-        self.pool().prune(&referenced)
-    }
-
-    fn pool(&self) -> ObjectPool {
-        ObjectPool::of_store(&self.root)
+        ObjectPool::of_store(&self.root).prune(&referenced)
     }
 
     /// Keeps the latest compiler invocation of a workspace crate; returns the file it is in.
@@ -271,6 +268,8 @@ impl Store {
 #[derive(Debug)]
 pub struct RevisionWriter {
     store: Store,
+    /// Where its objects go.
+    pool: ObjectPool,
     id: RevisionId,
     temp_dir: PathBuf,
     objects: Vec<CapturedObject>,
@@ -297,7 +296,7 @@ impl RevisionWriter {
     /// Records one object file of the link line, in the store's object pool (linked, not
     /// copied, where the filesystem allows).
     pub fn capture_object(&mut self, original: &Path) -> Result<()> {
-        let stored = self.store.pool().add_file(original)?;
+        let stored = self.pool.add_file(original)?;
         self.objects.push(CapturedObject {
             original: original.to_owned(),
             stored,
@@ -312,7 +311,6 @@ impl RevisionWriter {
         let data = fs::read(rlib).context(|| format!("could not read {}", rlib.display()))?;
         let archive = ArchiveFile::parse(&*data)
             .context(|| format!("{} is not an rlib archive", rlib.display()))?;
-        let pool = self.store.pool();
         let mut objects = Vec::new();
         for member in archive.members() {
             let member = member.context(|| format!("{}: malformed archive", rlib.display()))?;
@@ -323,7 +321,7 @@ impl RevisionWriter {
             let bytes = member
                 .data(&*data)
                 .context(|| format!("{}: could not read {member_name}", rlib.display()))?;
-            objects.push(pool.add_bytes(bytes)?);
+            objects.push(self.pool.add_bytes(bytes)?);
         }
         self.libraries.push(CapturedLibrary {
             crate_name: crate_name.to_owned(),
