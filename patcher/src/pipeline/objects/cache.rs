@@ -166,13 +166,18 @@ impl ObjectCache {
         }
         let file = std::fs::File::open(path)
             .context(|| format!("could not open the object {}", path.display()))?;
-        // SAFETY: revision objects are written once by the shim and never modified; the map
-        // is read-only and dropped before this function returns (nothing borrowed from it is
-        // kept: the parse results own their data).
+        // SAFETY: pooled objects are never modified: the shim writes a copied one once, and a
+        // hard-linked one is rustc's, which writes each build's objects as new files and
+        // never rewrites one in place (see `linker_shim`'s pool). The map is read-only and
+        // dropped before this function returns (the parse results own their data).
         let bytes = unsafe { memmap2::Mmap::map(&file) }
             .context(|| format!("could not map {}", path.display()))?;
         let file = object::File::parse(&*bytes)
             .context(|| format!("{} is not an object file", path.display()))?;
+        // Read before taking the interners, which a cache sharing them may be waiting for.
+        let types = read_object(&file, &self.crates)
+            .context(|| format!("{}: debug information", path.display()))?;
+        let fingerprints = registry_fingerprints(&file, path)?;
         let mut interners = self
             .interners
             .lock()
@@ -182,13 +187,8 @@ impl ObjectCache {
                 .into_iter()
                 .map(Arc::new)
                 .collect(),
-            types: Arc::new(
-                interners.types.intern(
-                    read_object(&file, &self.crates)
-                        .context(|| format!("{}: debug information", path.display()))?,
-                ),
-            ),
-            fingerprints: registry_fingerprints(&file, path)?,
+            types: Arc::new(interners.types.intern(types)),
+            fingerprints,
         });
         self.by_file.insert(key, Arc::clone(&parsed));
         Ok(parsed)

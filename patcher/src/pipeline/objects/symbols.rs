@@ -35,7 +35,7 @@ pub enum SymbolKind {
 /// Where one copy of a symbol is defined: a patch links `object` and takes `section` from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Definition {
-    /// The stored copy of the object file (one allocation for all its symbols).
+    /// The object file in the store's pool (one allocation for all its symbols).
     pub object: Arc<Path>,
     pub section: String,
     pub section_index: usize,
